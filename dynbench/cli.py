@@ -1,0 +1,64 @@
+"""The command line: ``python -m dynbench key=value ...`` through Hydra, with one-line errors."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dynbench.config import RootConfig
+from dynbench.errors import DynbenchError
+from dynbench.method import import_methods
+
+log = logging.getLogger("dynbench")
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+FAILED = "FAILED"  # marker file a failed multirun job leaves in its output folder
+
+import_methods()  # registers every method's config schema before Hydra composes
+
+
+def validate(cfg: DictConfig) -> RootConfig:
+    """Build the typed config; range checks run here, before any data or weights load."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except (OmegaConfBaseException, ValueError) as err:
+        cause = err.__cause__ or err
+        raise DynbenchError(f"bad config: {str(cause).splitlines()[0]}") from None
+
+
+class FailureSummary(Callback):
+    """After a multirun, names the jobs that failed and exits non-zero; the other jobs' records stand."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        failed = sorted(Path(config.hydra.sweep.dir).glob(f"*/{FAILED}"))
+        if failed:
+            for marker in failed:
+                log.error("job %s failed: %s", marker.parent.name, marker.read_text().strip())
+            sys.exit(f"error: {len(failed)} job(s) of the multirun failed (see above); the others finished")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    from dynbench.runner import run  # heavy imports after Hydra has parsed the command line
+
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        run(validate(cfg), output_dir)
+    except DynbenchError as err:
+        if not multirun:
+            sys.exit(f"error: {err}")
+        log.error("%s", err)
+        (output_dir / FAILED).write_text(str(err))
+    except Exception as err:  # a job's crash must not take the other jobs of a multirun down
+        if not multirun:
+            raise
+        log.exception("job crashed")
+        (output_dir / FAILED).write_text(f"{type(err).__name__}: {err}")

@@ -1,0 +1,78 @@
+"""Where training curves and records go besides the records file: nowhere, CSV files, or wandb.
+
+Named ``loggers`` so as not to shadow the standard library's ``logging``.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from dynbench.config import LoggerConfig
+from dynbench.errors import DynbenchError
+
+
+class Logger:
+    """The quiet default; subclasses send the same calls somewhere."""
+
+    def log_config(self, config: dict[str, Any]) -> None: ...
+
+    def log_metrics(self, values: dict[str, float], step: int) -> None: ...
+
+    def log_record(self, record: dict[str, Any]) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class CsvLogger(Logger):
+    """``metrics.csv`` (step, name, value) and ``records.csv`` in the run's output folder."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self._metrics = open(folder / "metrics.csv", "w", newline="")
+        self._writer = csv.writer(self._metrics)
+        self._writer.writerow(["step", "name", "value"])
+        self._records: list[dict[str, Any]] = []
+
+    def log_metrics(self, values: dict[str, float], step: int) -> None:
+        for name, value in values.items():
+            self._writer.writerow([step, name, value])
+
+    def log_record(self, record: dict[str, Any]) -> None:
+        self._records.append({k: v for k, v in record.items() if not isinstance(v, (dict, list))})
+        with open(self.folder / "records.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(self._records[0]), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(self._records)
+
+    def finish(self) -> None:
+        self._metrics.close()
+
+
+class WandbLogger(Logger):
+    """Weights & Biases; ``WANDB_MODE=offline`` works without an account."""
+
+    def __init__(self, cfg: LoggerConfig, config: dict[str, Any], name: str) -> None:
+        try:
+            import wandb
+        except ImportError:
+            raise DynbenchError("logger=wandb needs wandb: pip install wandb (or pip install -e '.[wandb]')") from None
+        self.run = wandb.init(project=cfg.project, name=name, config=config)
+
+    def log_metrics(self, values: dict[str, float], step: int) -> None:
+        self.run.log(values)
+
+    def log_record(self, record: dict[str, Any]) -> None:
+        self.run.log({f"record/{k}": v for k, v in record.items() if isinstance(v, (int, float))})
+
+    def finish(self) -> None:
+        self.run.finish()
+
+
+def make_logger(cfg: LoggerConfig, folder: Path, config: dict[str, Any], name: str) -> Logger:
+    if cfg.name == "csv":
+        return CsvLogger(folder)
+    if cfg.name == "wandb":
+        return WandbLogger(cfg, config, name)
+    return Logger()

@@ -1,0 +1,111 @@
+"""One run: a method on a task, model and seed. Trains (or reuses) each model, evaluates every knob value
+not yet recorded, and appends one record per knob value to the run's records file."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import resource
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dynbench.backbone import load_backbone, load_tokenizer
+from dynbench.config import RootConfig
+from dynbench.data import load_task
+from dynbench.evaluate import evaluate
+from dynbench.loggers import Logger, make_logger
+from dynbench.method import get_method
+from dynbench.records import RecordFile, git_commit, stable_hash
+from dynbench.train import train_stages
+
+log = logging.getLogger(__name__)
+
+# printed at the end of a run, in this order (README: "What a run prints")
+SUMMARY_COLUMNS = ["knob_value", "score", "flops", "speedup_flops", "layers_mean", "tokens_mean",
+                   "latency_ms_b1", "speedup_latency_b1", "throughput_eval", "speedup_throughput_eval"]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _identity(cfg: RootConfig) -> dict[str, Any]:
+    """What determines a run's results; paths and cosmetics are left out."""
+    ident = dataclasses.asdict(cfg)
+    for key in ("results_dir", "cache_dir", "progress", "logger", "data_dir"):
+        ident.pop(key)
+    ident["train"].pop("threads")
+    return ident
+
+
+def _param_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def summary_table(records: list[dict[str, Any]]) -> str:
+    frame = pd.DataFrame(records)
+    return frame[[c for c in SUMMARY_COLUMNS if c in frame]].to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
+def run(cfg: RootConfig, output_dir: Optional[Path] = None) -> list[dict[str, Any]]:
+    """Run one configuration; returns all of its records (earlier ones included)."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    method = get_method(cfg.method.name)(cfg.method, cfg.task)
+    ident = _identity(cfg)
+    config_hash = stable_hash(ident)
+    run_id = f"{cfg.method.name}-{cfg.task.name}-{cfg.model.name}-seed{cfg.seed}-{config_hash[:8]}"
+    records = RecordFile(Path(cfg.results_dir) / f"{run_id}.jsonl")
+    logger: Logger = make_logger(cfg.logger, output_dir or Path(cfg.results_dir) / run_id, ident, run_id)
+    logger.log_config(ident)
+
+    tokenizer = load_tokenizer(cfg.model)
+    data = load_task(cfg.task, tokenizer, cfg.model.max_length, cfg.data_dir, cfg.cache_dir,
+                     cfg.train.limit_train, cfg.train.limit_eval)
+    seed_everything(cfg.seed)
+    # the timing and FLOPs reference: the full model (its weights do not change its cost)
+    reference = get_method("full")(cfg.method, cfg.task).build(load_backbone(cfg.model, cfg.seed), None)
+    values = [v for v in method.knob_values(reference.backbone.num_layers) if not records.has(v)]
+    if not values:
+        log.info("%s: every knob value is already recorded in %s", run_id, records.path)
+    # a training knob gives one model per value; an inference knob one model for all values
+    groups = [[v] for v in values] if method.knob is not None and method.knob.at == "train" else [values] * bool(values)
+    key_base = {"model": dataclasses.asdict(cfg.model), "task": dataclasses.asdict(cfg.task), "seed": cfg.seed,
+                "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k != "threads"}}
+    progress = cfg.progress
+    for group in groups:
+        seed_everything(cfg.seed)
+        model = method.build(load_backbone(cfg.model, cfg.seed), group[0])
+        started = time.perf_counter()
+        stages = train_stages(model, method.stages(model, group[0]), data, cfg.train, key_base, cfg.cache_dir,
+                              cfg.seed, logger, progress, cfg.eval.batch_size)
+        log.info("trained in %.1f s (%s)", time.perf_counter() - started,
+                 ", ".join(f"{s.name}: {'reused' if s.reused else 'trained'}" for s in stages))
+        for result in evaluate(method, model, reference, data, group, cfg.eval, progress):
+            record = {
+                "run_id": run_id, "method": cfg.method.name, "method_version": method.version,
+                "task": cfg.task.name, "model": cfg.model.name, "seed": cfg.seed,
+                "knob": method.knob.name if method.knob else None, "knob_at": method.knob.at if method.knob else None,
+                **result,
+                "train_seconds": sum(s.seconds for s in stages), "train_steps": sum(s.steps for s in stages),
+                "train_reused": all(s.reused for s in stages),
+                "stages": [dataclasses.asdict(s) for s in stages],
+                "params": _param_count(model), "params_full": _param_count(reference),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "limited": data.limited, "git_commit": git_commit(), "config_hash": config_hash,
+                "config": ident,
+            }
+            records.add(record)
+            logger.log_record(record)
+    logger.finish()
+    if records.records:
+        log.info("%s %s on %s (%s), records in %s\n%s", cfg.method.name, cfg.task.name, cfg.model.name,
+                 f"seed {cfg.seed}", records.path, summary_table(records.records))
+    return records.records

@@ -1,0 +1,20 @@
+"""Wall-clock measured side by side: candidates interleaved in one process, medians of repeats, so that
+speed-ups are ratios taken under the same machine load (timings here swing ±20% between runs)."""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+
+def interleaved_medians(candidates: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    """Median seconds of each callable over ``repeats`` rounds; every round runs each once, in turn."""
+    for fn in candidates.values():  # warm-up: allocator, kernels, caches
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}

@@ -1,0 +1,60 @@
+"""The per-example compute trace: what really ran, from which FLOPs are computed (flops.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Trace:
+    """``embed_tokens [B]``: each example's length; ``layer_tokens [B, L]``: tokens that entered layer l
+    (0 where it did not run); ``head_tokens``: for each head (by module path), tokens present when it ran."""
+
+    embed_tokens: torch.Tensor
+    layer_tokens: torch.Tensor
+    head_tokens: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, lengths: torch.Tensor, num_layers: int) -> "Trace":
+        lengths = lengths.detach().long().cpu()
+        return cls(lengths, torch.zeros(len(lengths), num_layers, dtype=torch.long))
+
+    def note_head(self, name: str, rows: torch.Tensor, tokens: torch.Tensor) -> None:
+        if name not in self.head_tokens:
+            self.head_tokens[name] = torch.zeros_like(self.embed_tokens)
+        self.head_tokens[name][rows.cpu()] = tokens.detach().long().cpu()
+
+    @property
+    def layers_run(self) -> torch.Tensor:
+        """``[B]`` number of layers each example went through."""
+        return (self.layer_tokens > 0).sum(1)
+
+    @property
+    def tokens_mean(self) -> torch.Tensor:
+        """``[B]`` mean number of tokens per layer run (the length itself when no token is dropped)."""
+        return self.layer_tokens.sum(1).double() / self.layers_run.clamp(min=1)
+
+    @property
+    def exit_layer(self) -> torch.Tensor:
+        """``[B]`` 1-based index of the last layer that ran (0: none)."""
+        ran = self.layer_tokens > 0
+        idx = torch.arange(1, ran.shape[1] + 1).expand_as(ran)
+        return (idx * ran).max(1).values
+
+    @staticmethod
+    def cat(traces: list["Trace"]) -> "Trace":
+        names = sorted({n for t in traces for n in t.head_tokens})
+        return Trace(
+            torch.cat([t.embed_tokens for t in traces]),
+            torch.cat([t.layer_tokens for t in traces]),
+            {n: torch.cat([t.head_tokens.get(n, torch.zeros_like(t.embed_tokens)) for t in traces]) for n in names},
+        )
+
+    def equal(self, other: "Trace") -> bool:
+        return (
+            torch.equal(self.embed_tokens, other.embed_tokens)
+            and torch.equal(self.layer_tokens, other.layer_tokens)
+            and self.head_tokens.keys() == other.head_tokens.keys()
+            and all(torch.equal(v, other.head_tokens[k]) for k, v in self.head_tokens.items())
+        )

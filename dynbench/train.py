@@ -1,0 +1,221 @@
+"""Runs a method's training stages with one shared loop, and caches each trained stage on disk.
+
+A stage's checkpoint key is made of what determines it (model, task, seed, training config, and the
+signatures of the stages up to it), never the method's name, so methods sharing a stage share its
+checkpoint. A killed stage resumes from its last finished epoch; a corrupt checkpoint is retrained.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from dynbench import metrics
+from dynbench.config import TrainConfig
+from dynbench.data import TaskData
+from dynbench.errors import DynbenchError
+from dynbench.loggers import Logger
+from dynbench.method import Stage
+from dynbench.records import atomic_write_text, stable_hash
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageResult:
+    name: str
+    key: str
+    seconds: float  # time the training took when it ran (also when reused from the cache now)
+    steps: int
+    reused: bool
+    calib_score: Optional[float]
+
+
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _saved_state(model: nn.Module, stage: Stage) -> dict[str, torch.Tensor]:
+    prefixes = tuple(stage.saves)
+    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if k.startswith(prefixes)}
+
+
+def _load_state(model: nn.Module, path: Path) -> None:
+    state = load_file(str(path))
+    unexpected = set(state) - set(model.state_dict())
+    if unexpected:
+        raise DynbenchError(f"{path} holds weights this model does not have: {sorted(unexpected)[:3]}")
+    model.load_state_dict(state, strict=False)
+
+
+def _load_checkpoint(model: nn.Module, folder: Path) -> Optional[dict[str, Any]]:
+    """Load a finished stage; None if absent. A corrupt one is removed (and so retrained), never loaded."""
+    meta_path = folder / "meta.json"
+    if not meta_path.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if _file_sha(folder / "model.safetensors") != meta["sha256"]:
+            raise ValueError("checksum mismatch")
+        _load_state(model, folder / "model.safetensors")
+        return meta
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        log.warning("cached checkpoint %s is corrupt (%s); retraining it", folder, err)
+        shutil.rmtree(folder)
+        return None
+
+
+def _param_groups(model: nn.Module, params: list[nn.Parameter], weight_decay: float) -> list[dict]:
+    """Weight decay on weights only, not on biases and LayerNorms (the BERT convention)."""
+    wanted = {id(p) for p in params}
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        if id(p) in wanted:
+            (plain if "bias" in name or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def calib_score(model: nn.Module, stage: Stage, data: TaskData, batch_size: int) -> float:
+    """The task's primary score of ``stage.predict`` on the calibration split (held out from train)."""
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    for batch in data.loader(data.calib, batch_size):
+        logits.append(stage.predict(model, batch).float().numpy())
+        labels.append(batch["labels"].numpy())
+    model.train(was_training)
+    task = data.task
+    primary, _ = metrics.score(task, {"calib": metrics.split_metrics(task, np.concatenate(logits), np.concatenate(labels))})
+    return primary
+
+
+class _Run:
+    """One stage's training loop: optimiser, schedule, epochs, best-epoch selection, resume points."""
+
+    def __init__(self, model: nn.Module, stage: Stage, data: TaskData, cfg: TrainConfig, folder: Path, seed: int,
+                 logger: Logger, progress: bool, eval_batch_size: int) -> None:
+        self.model, self.stage, self.data, self.cfg, self.folder = model, stage, data, cfg, folder
+        self.seed, self.logger, self.progress, self.eval_batch_size = seed, logger, progress, eval_batch_size
+        self.params = stage.trainable(model)
+        self.optimizer = torch.optim.AdamW(_param_groups(model, self.params, cfg.weight_decay), lr=cfg.lr * stage.lr_scale)
+        self.steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+        self.total = math.ceil(self.steps_per_epoch * cfg.epochs)
+        if cfg.max_steps:
+            self.total = min(self.total, cfg.max_steps)
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, round(cfg.warmup_fraction * self.total), self.total)
+        self.epochs = math.ceil(self.total / self.steps_per_epoch)
+
+    def _save_resume_point(self, epoch: int, step: int, best: Optional[float], stale: int, seconds: float) -> None:
+        part = self.folder / "partial"
+        part.mkdir(parents=True, exist_ok=True)
+        save_file(_saved_state(self.model, self.stage), str(part / "model.tmp"))
+        (part / "model.tmp").replace(part / "model.safetensors")
+        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                    "rng": torch.get_rng_state()}, part / "optim.tmp")
+        (part / "optim.tmp").replace(part / "optim.pt")
+        atomic_write_text(part / "state.json", json.dumps(
+            {"epoch": epoch, "step": step, "best": best, "stale": stale, "seconds": seconds}))
+
+    def _resume(self) -> tuple[int, int, Optional[float], int, float]:
+        part = self.folder / "partial"
+        if not (part / "state.json").exists():
+            return 0, 0, None, 0, 0.0
+        state = json.loads((part / "state.json").read_text())
+        _load_state(self.model, part / "model.safetensors")
+        opt = torch.load(part / "optim.pt", weights_only=True)
+        self.optimizer.load_state_dict(opt["optimizer"])
+        self.scheduler.load_state_dict(opt["scheduler"])
+        torch.set_rng_state(opt["rng"])
+        log.info("stage %s: resuming after epoch %d", self.stage.name, state["epoch"] + 1)
+        return state["epoch"] + 1, state["step"], state["best"], state["stale"], state["seconds"]
+
+    def run(self) -> tuple[int, float, Optional[float]]:
+        """Train; returns (steps, seconds, best calibration score). The best epoch's weights end in the model."""
+        frozen = [p for p in self.model.parameters() if id(p) not in {id(q) for q in self.params}]
+        for p in frozen:
+            p.requires_grad_(False)
+        torch.manual_seed(self.seed)
+        start, step, best, stale, seconds = self._resume()
+        best_path = self.folder / "partial" / "best.safetensors"
+        try:
+            for epoch in range(start, self.epochs):
+                began = time.perf_counter()
+                self.model.train()
+                loader = self.data.loader(self.data.train, self.cfg.batch_size, shuffle=True, seed=self.seed * 1000 + epoch)
+                bar = tqdm(loader, desc=f"{self.stage.name} epoch {epoch + 1}/{self.epochs}", disable=not self.progress, leave=False)
+                for batch in bar:
+                    if step >= self.total:
+                        break
+                    loss = self.stage.loss(self.model, batch)
+                    if not torch.isfinite(loss):
+                        raise DynbenchError(
+                            f"stage {self.stage.name}: the loss became {loss.item()} at step {step}; the last good "
+                            f"epoch is kept in {self.folder / 'partial'}; lower train.lr or check the data")
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
+                    self.logger.log_metrics({f"train/{self.stage.name}/loss": loss.item(),
+                                             f"train/{self.stage.name}/lr": self.scheduler.get_last_lr()[0]}, step)
+                seconds += time.perf_counter() - began
+                if self.stage.predict is not None:
+                    score = calib_score(self.model, self.stage, self.data, self.eval_batch_size)
+                    self.logger.log_metrics({f"train/{self.stage.name}/calib_score": score}, step)
+                    log.info("stage %s epoch %d: calibration score %.4f", self.stage.name, epoch + 1, score)
+                    if best is None or score > best:
+                        best, stale = score, 0
+                        best_path.parent.mkdir(parents=True, exist_ok=True)
+                        save_file(_saved_state(self.model, self.stage), str(best_path))
+                    else:
+                        stale += 1
+                self._save_resume_point(epoch, step, best, stale, seconds)
+                patience = self.cfg.early_stopping_patience
+                if step >= self.total or (patience and stale >= patience):
+                    break
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        if best_path.exists():
+            _load_state(self.model, best_path)
+        return step, seconds, best
+
+
+def train_stages(model: nn.Module, stages: list[Stage], data: TaskData, cfg: TrainConfig, key_base: dict[str, Any],
+                 cache_dir: str, seed: int, logger: Logger, progress: bool, eval_batch_size: int) -> list[StageResult]:
+    """Train (or load from the cache) every stage in order; returns what each took."""
+    results = []
+    for i, stage in enumerate(stages):
+        key = stable_hash({**key_base, "stages": [s.signature for s in stages[: i + 1]]})
+        folder = Path(cache_dir) / "stages" / key
+        meta = _load_checkpoint(model, folder)
+        if meta is not None:
+            log.info("stage %s: reusing %s", stage.name, folder)
+            results.append(StageResult(stage.name, key, meta["seconds"], meta["steps"], True, meta["calib_score"]))
+            continue
+        run = _Run(model, stage, data, cfg, folder, seed * 100 + i, logger, progress, eval_batch_size)
+        steps, seconds, best = run.run()
+        save_file(_saved_state(model, stage), str(folder / "model.tmp"))
+        (folder / "model.tmp").replace(folder / "model.safetensors")
+        meta = {"stage": stage.name, "signature": stage.signature, "steps": steps, "seconds": seconds,
+                "calib_score": best, "sha256": _file_sha(folder / "model.safetensors")}
+        atomic_write_text(folder / "meta.json", json.dumps(meta, indent=1))
+        shutil.rmtree(folder / "partial", ignore_errors=True)
+        results.append(StageResult(stage.name, key, seconds, steps, False, best))
+    return results

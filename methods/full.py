@@ -1,0 +1,64 @@
+"""The full model: the standard fine-tune, pooler + linear on the last layer (METHODS.md §7).
+
+Its single stage, the plain fine-tune, is the cached stage 1 that other methods (DeeBERT, DACT, TR-BERT,
+two-stage gates) start from, and static truncation at k = L is the same training, hence the same checkpoint.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from dynbench.backbone import Backbone
+from dynbench.config import MethodConfig
+from dynbench.heads import PoolerHead
+from dynbench.live import LiveBatch
+from dynbench.method import Batch, Method, Output, Stage, register_method, task_loss
+
+
+class PlainClassifier(nn.Module):
+    """Every layer of ``backbone``, then one ``PoolerHead`` on the last."""
+
+    def __init__(self, backbone: Backbone, num_labels: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = PoolerHead(backbone, num_labels)
+
+    def forward(self, batch: Batch) -> Output:
+        live = LiveBatch(self.backbone, batch)
+        while not live.done:
+            live.run_layer()
+        return Output(live.run_head("head", self.head), live.trace)
+
+
+def plain_finetune(num_layers: int) -> Stage:
+    """Backbone and head trained together on the task loss; the best epoch on the calibration split is kept."""
+    return Stage(
+        name="plain_finetune",
+        signature={"stage": "plain_finetune", "layers": num_layers, "head": "pooler_linear", "v": 1},
+        trainable=lambda model: list(model.parameters()),
+        loss=lambda model, batch: task_loss(model(batch).logits, batch["labels"]),
+        predict=lambda model, batch: model(batch).logits,
+    )
+
+
+@dataclass
+class FullConfig(MethodConfig):
+    def __post_init__(self) -> None:
+        if self.knobs is not None:
+            raise ValueError("method.knobs: the full model has no knob; leave it null")
+
+
+@register_method("full", config=FullConfig)
+class Full(Method):
+    version = 1
+
+    def build(self, backbone: Backbone, knob_value: Any) -> nn.Module:
+        return PlainClassifier(backbone, self.task.num_labels)
+
+    def stages(self, model: nn.Module, knob_value: Any) -> list[Stage]:
+        return [plain_finetune(model.backbone.num_layers)]
+
+    def infer(self, model: nn.Module, batch: Batch, knob_value: Any) -> Output:
+        return model(batch)

@@ -1,0 +1,43 @@
+"""Static truncation: keep the pretrained embeddings and layers 1..k, fine-tune that k-layer model, one
+model per k (METHODS.md §7; ElasticBERT's static usage, on a backbone not pre-trained with exits)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from dynbench.backbone import Backbone
+from dynbench.config import MethodConfig
+from dynbench.errors import DynbenchError
+from dynbench.method import Batch, Knob, Method, Output, Stage, register_method
+from methods.full import PlainClassifier, plain_finetune
+
+
+@dataclass
+class TruncateConfig(MethodConfig):
+    def __post_init__(self) -> None:
+        if self.knobs is not None and (not self.knobs or min(self.knobs) < 1):
+            raise ValueError(f"method.knobs: layer counts k must be >= 1, got {self.knobs}")
+
+
+@register_method("truncate", config=TruncateConfig)
+class Truncate(Method):
+    version = 1
+    knob = Knob("layers", at="train")
+
+    def default_knobs(self, num_layers: int) -> list[Any]:
+        return list(range(1, num_layers + 1))
+
+    def build(self, backbone: Backbone, knob_value: Any) -> nn.Module:
+        if knob_value > backbone.num_layers:
+            raise DynbenchError(f"method.knobs: k={knob_value} exceeds the backbone's {backbone.num_layers} layers")
+        backbone.truncate(knob_value)
+        return PlainClassifier(backbone, self.task.num_labels)
+
+    def stages(self, model: nn.Module, knob_value: Any) -> list[Stage]:
+        # the same stage as `full` with fewer layers: at k = L the two share one checkpoint
+        return [plain_finetune(model.backbone.num_layers)]
+
+    def infer(self, model: nn.Module, batch: Batch, knob_value: Any) -> Output:
+        return model(batch)
