@@ -78,6 +78,10 @@ class Backbone(nn.Module):
             return self.model.pooler_activation(self.model.pooler(h[:, 0]))
         return self.model.pooler(h)
 
+    def pooler_dense(self) -> nn.Linear:
+        """The pooler's dense layer (its activation is tanh in every supported family)."""
+        return self.model.pooler if self.family == "albert" else self.model.pooler.dense
+
     def truncate(self, k: int) -> None:
         """Keep layers 1..k only (static truncation); the dropped layers' weights leave the state dict."""
         if not 1 <= k <= self.num_layers:

@@ -1,6 +1,7 @@
 """The command line: ``python -m dynbench key=value ...`` through Hydra, with one-line errors."""
 from __future__ import annotations
 
+import difflib
 import logging
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from dynbench.method import import_methods
 log = logging.getLogger("dynbench")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 FAILED = "FAILED"  # marker file a failed multirun job leaves in its output folder
+GROUPS = ("method", "task", "model", "train", "logger", "experiment")
 
 import_methods()  # registers every method's config schema before Hydra composes
 
@@ -31,6 +33,23 @@ def validate(cfg: DictConfig) -> RootConfig:
     except (OmegaConfBaseException, ValueError) as err:
         cause = err.__cause__ or err
         raise DynbenchError(f"bad config: {str(cause).splitlines()[0]}") from None
+
+
+def check_choices(argv: list[str]) -> None:
+    """Reject an unknown ``method=``/``task=``/... value in one line that lists the choices.
+
+    Hydra would also refuse it, but over many lines and listing the schemas among the choices.
+    """
+    for arg in argv:
+        group, sep, value = arg.lstrip("+").partition("=")
+        if not sep or group not in GROUPS or any(c in value for c in "()$[]"):
+            continue  # not a group choice, or sweep syntax that Hydra expands itself
+        choices = sorted(p.stem for p in Path(CONF_DIR, group).glob("*.yaml"))
+        for v in value.split(","):
+            if v not in choices:
+                near = difflib.get_close_matches(v, choices, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise DynbenchError(f"unknown {group} {v!r}{hint}; choose from: {', '.join(choices)}")
 
 
 class FailureSummary(Callback):
@@ -62,3 +81,12 @@ def main(cfg: DictConfig) -> None:
             raise
         log.exception("job crashed")
         (output_dir / FAILED).write_text(f"{type(err).__name__}: {err}")
+
+
+def entry() -> None:
+    """``python -m dynbench``: check group choices, then hand over to Hydra."""
+    try:
+        check_choices(sys.argv[1:])
+    except DynbenchError as err:
+        sys.exit(f"error: {err}")
+    main()

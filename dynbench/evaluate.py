@@ -49,37 +49,53 @@ def _timing(method: Method, model: nn.Module, reference: nn.Module, data: TaskDa
     return out
 
 
-def evaluate(method: Method, model: nn.Module, reference: nn.Module, data: TaskData, values: Sequence[Any],
-             cfg: EvalConfig, progress: bool = False) -> list[dict[str, Any]]:
-    """One result dict per knob value: score, metrics, FLOPs, layers, tokens, exits and timings."""
-    model.eval()
-    reference.eval()
-    logits: dict[str, list[list[np.ndarray]]] = {s: [[] for _ in values] for s in data.dev}
+def _predict(method: Method, model: nn.Module, data: TaskData, splits: dict[str, Any], values: Sequence[Any],
+             batch_size: int, progress: bool) -> tuple[list[dict[str, dict[str, float]]], list[Trace]]:
+    """For each knob value: metrics per split and the concatenated trace, from one ``sweep`` per batch."""
+    logits: dict[str, list[list[np.ndarray]]] = {s: [[] for _ in values] for s in splits}
+    labels: dict[str, list[np.ndarray]] = {s: [] for s in splits}
     traces: list[list[Trace]] = [[] for _ in values]
-    labels: dict[str, list[np.ndarray]] = {s: [] for s in data.dev}
     with torch.no_grad():
-        for split, ds in data.dev.items():
-            for batch in tqdm(data.loader(ds, cfg.batch_size), desc=f"eval {split}", disable=not progress, leave=False):
+        for split, ds in splits.items():
+            for batch in tqdm(data.loader(ds, batch_size), desc=f"eval {split}", disable=not progress, leave=False):
                 labels[split].append(batch["labels"].numpy())
                 for j, out in enumerate(method.sweep(model, batch, values)):
                     logits[split][j].append(out.logits.float().numpy())
                     traces[j].append(out.trace)
+    by_value = [
+        {s: metrics.split_metrics(data.task, np.concatenate(logits[s][j]), np.concatenate(labels[s])) for s in splits}
+        for j in range(len(values))
+    ]
+    return by_value, [Trace.cat(t) for t in traces]
+
+
+def evaluate(method: Method, model: nn.Module, reference: nn.Module, data: TaskData, values: Sequence[Any],
+             cfg: EvalConfig, progress: bool = False) -> list[dict[str, Any]]:
+    """One result dict per knob value: dev score and metrics, FLOPs, layers, tokens, exits and timings, plus
+    the score and FLOPs on the calibration split (held out from train) for choosing operating points."""
+    model.eval()
+    reference.eval()
+    dev, dev_traces = _predict(method, model, data, data.dev, values, cfg.batch_size, progress)
+    calib, calib_traces = _predict(method, model, data, {"calib": data.calib}, values, cfg.batch_size, progress)
     cost, ref_cost = CostModel(model), CostModel(reference)
+    depth = reference.backbone.num_layers
+
+    def flops(trace: Trace) -> tuple[float, float]:
+        return cost.flops(trace).mean().item(), ref_cost.flops(_full_trace(trace.embed_tokens, depth)).mean().item()
+
     results = []
     for j, value in enumerate(values):
-        by_split = {
-            s: metrics.split_metrics(data.task, np.concatenate(logits[s][j]), np.concatenate(labels[s])) for s in data.dev
-        }
-        score, flat = metrics.score(data.task, by_split)
-        trace = Trace.cat(traces[j])
-        flops = cost.flops(trace).mean().item()
-        flops_full = ref_cost.flops(_full_trace(trace.embed_tokens, reference.backbone.num_layers)).mean().item()
-        exits = torch.bincount(trace.exit_layer, minlength=reference.backbone.num_layers + 1)[1:]
+        score, flat = metrics.score(data.task, dev[j])
+        trace = dev_traces[j]
+        method_flops, full_flops = flops(trace)
+        calib_flops, calib_full = flops(calib_traces[j])
         result = {
-            "knob_value": value, "score": score, "metrics": flat, "flops": flops, "flops_full": flops_full,
-            "speedup_flops": flops_full / flops, "layers_mean": trace.layers_run.double().mean().item(),
-            "tokens_mean": trace.tokens_mean.mean().item(), "exit_counts": exits.tolist(),
+            "knob_value": value, "score": score, "metrics": flat, "flops": method_flops, "flops_full": full_flops,
+            "speedup_flops": full_flops / method_flops, "layers_mean": trace.layers_run.double().mean().item(),
+            "tokens_mean": trace.tokens_mean.mean().item(),
+            "exit_counts": torch.bincount(trace.exit_layer, minlength=depth + 1)[1:].tolist(),
             "eval_examples": len(trace.embed_tokens),
+            "calib_score": metrics.score(data.task, calib[j])[0], "calib_speedup_flops": calib_full / calib_flops,
         }
         if cfg.timing:
             result |= _timing(method, model, reference, data, value, cfg)

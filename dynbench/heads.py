@@ -1,10 +1,13 @@
 """Classifier heads read from the hidden states of a layer. Shared here so methods do not copy them."""
 from __future__ import annotations
 
-from torch import nn
-import torch
+import copy
+import math
 
-from dynbench.backbone import Backbone
+import torch
+from torch import nn
+
+from dynbench.backbone import Backbone, additive_mask
 
 
 def _linear(d_in: int, d_out: int, std: float) -> nn.Linear:
@@ -31,3 +34,49 @@ class PoolerHead(nn.Module):
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.pool(h)))
+
+
+class OwnPoolerHead(nn.Module):
+    """Its own pooler, initialised as a copy of the pretrained one, then dropout and Linear(d → C)
+    (METHODS.md §0.1 ``own_pooler``: DeeBERT's off-ramps)."""
+
+    def __init__(self, backbone: Backbone, num_labels: int) -> None:
+        super().__init__()
+        cfg = backbone.config
+        self.pooler = copy.deepcopy(backbone.pooler_dense())
+        self.dropout = nn.Dropout(getattr(cfg, "classifier_dropout", None) or cfg.hidden_dropout_prob)
+        self.classifier = _linear(backbone.hidden_size, num_labels, cfg.initializer_range)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(torch.tanh(self.pooler(h[:, 0]))))
+
+
+class FastBertStudent(nn.Module):
+    """FastBERT's classifier (METHODS.md §0.1 ``fastbert_student``, as in the authors' code): Linear(d → 128)
+    + tanh on every token, 2-head self-attention in 128 dims, ``[CLS]``, Linear + tanh, Linear(128 → C).
+
+    Attention is written out as matmuls so that FlopCounterMode counts its n² cost.
+    """
+
+    def __init__(self, backbone: Backbone, num_labels: int, width: int = 128, heads: int = 2) -> None:
+        super().__init__()
+        cfg = backbone.config
+        std = cfg.initializer_range
+        self.heads = heads
+        self.down = _linear(backbone.hidden_size, width, std)
+        self.query, self.key, self.value, self.out = (_linear(width, width, std) for _ in range(4))
+        self.dropout = nn.Dropout(cfg.attention_probs_dropout_prob)
+        self.dense = _linear(width, width, std)
+        self.classifier = _linear(width, num_labels, std)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, w = x.shape
+        return x.view(b, t, self.heads, w // self.heads).transpose(1, 2)  # [B, heads, T, w/heads]
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(self.down(h))
+        q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + additive_mask(mask, x.dtype)
+        ctx = self.dropout(scores.softmax(-1)) @ v
+        x = self.out(ctx.transpose(1, 2).reshape(x.shape))
+        return self.classifier(torch.tanh(self.dense(x[:, 0])))

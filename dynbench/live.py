@@ -39,5 +39,8 @@ class LiveBatch:
         return head(self.h, self.mask)
 
     def keep_rows(self, keep: torch.Tensor) -> None:
-        """Rows where ``keep`` is False leave the batch: later layers run on fewer rows."""
+        """Rows where ``keep`` is False leave the batch: later layers run on fewer rows, and padding beyond
+        the longest remaining row is cut (sequences are right-padded)."""
         self.h, self.mask, self.rows = self.h[keep], self.mask[keep], self.rows[keep]
+        width = int(self.mask.sum(1).max()) if len(self.rows) else 0
+        self.h, self.mask = self.h[:, :width], self.mask[:, :width]

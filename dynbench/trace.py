@@ -48,13 +48,17 @@ class Trace:
         return Trace(
             torch.cat([t.embed_tokens for t in traces]),
             torch.cat([t.layer_tokens for t in traces]),
-            {n: torch.cat([t.head_tokens.get(n, torch.zeros_like(t.embed_tokens)) for t in traces]) for n in names},
+            {n: torch.cat([t.heads(n) for t in traces]) for n in names},
         )
 
+    def heads(self, name: str) -> torch.Tensor:
+        """``[B]`` tokens present when head ``name`` ran (0 for examples it did not run on)."""
+        return self.head_tokens.get(name, torch.zeros_like(self.embed_tokens))
+
     def equal(self, other: "Trace") -> bool:
+        """Same compute for every example (a head absent from one trace counts as never run)."""
         return (
             torch.equal(self.embed_tokens, other.embed_tokens)
             and torch.equal(self.layer_tokens, other.layer_tokens)
-            and self.head_tokens.keys() == other.head_tokens.keys()
-            and all(torch.equal(v, other.head_tokens[k]) for k, v in self.head_tokens.items())
+            and all(torch.equal(self.heads(n), other.heads(n)) for n in {*self.head_tokens, *other.head_tokens})
         )

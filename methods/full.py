@@ -17,6 +17,14 @@ from dynbench.live import LiveBatch
 from dynbench.method import Batch, Method, Output, Stage, register_method, task_loss
 
 
+def final_output(model: nn.Module, batch: Batch) -> Output:
+    """Every layer of ``model.backbone``, then ``model.head`` on the last: the non-adaptive forward."""
+    live = LiveBatch(model.backbone, batch)
+    while not live.done:
+        live.run_layer()
+    return Output(live.run_head("head", model.head), live.trace)
+
+
 class PlainClassifier(nn.Module):
     """Every layer of ``backbone``, then one ``PoolerHead`` on the last."""
 
@@ -26,20 +34,19 @@ class PlainClassifier(nn.Module):
         self.head = PoolerHead(backbone, num_labels)
 
     def forward(self, batch: Batch) -> Output:
-        live = LiveBatch(self.backbone, batch)
-        while not live.done:
-            live.run_layer()
-        return Output(live.run_head("head", self.head), live.trace)
+        return final_output(self, batch)
 
 
-def plain_finetune(num_layers: int) -> Stage:
-    """Backbone and head trained together on the task loss; the best epoch on the calibration split is kept."""
+def plain_finetune(num_layers: int, head: str = "pooler_linear") -> Stage:
+    """Backbone and final head (``model.head``) trained on the task loss, nothing else; the best epoch on the
+    calibration split is kept. Any model with ``backbone`` and ``head`` of this kind shares the checkpoint."""
     return Stage(
         name="plain_finetune",
-        signature={"stage": "plain_finetune", "layers": num_layers, "head": "pooler_linear", "v": 1},
-        trainable=lambda model: list(model.parameters()),
-        loss=lambda model, batch: task_loss(model(batch).logits, batch["labels"]),
-        predict=lambda model, batch: model(batch).logits,
+        signature={"stage": "plain_finetune", "layers": num_layers, "head": head, "v": 1},
+        trainable=lambda model: [*model.backbone.parameters(), *model.head.parameters()],
+        loss=lambda model, batch: task_loss(final_output(model, batch).logits, batch["labels"]),
+        predict=lambda model, batch: final_output(model, batch).logits,
+        saves=("backbone.", "head."),
     )
 
 

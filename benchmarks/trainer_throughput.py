@@ -1,0 +1,107 @@
+"""dynbench's training loop against the Hugging Face ``Trainer``: same model, data split, batch size,
+max length, optimiser settings and dynamic padding, measured side by side in one process.
+
+Part 1 (throughput): ``--rounds`` alternating rounds of ``--steps`` optimiser steps each, a fresh model every
+time; the median examples/s of each and their ratio. Part 2 (``--score``): the Trainer fine-tunes for the
+full budget (``train.epochs``) and is scored on dev, to set beside the ``full`` record of the same config.
+
+    python benchmarks/trainer_throughput.py --task mrpc --steps 40 --rounds 3 --score
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
+
+from dynbench import metrics
+from dynbench.backbone import _resolve, load_backbone, load_tokenizer
+from dynbench.cli import CONF_DIR, validate
+from dynbench.data import load_task
+from dynbench.loggers import Logger
+from dynbench.method import get_method
+from dynbench.train import _Run
+from methods.full import plain_finetune
+
+
+def trainer_args(cfg, out: str, steps: int | None, total: int) -> TrainingArguments:
+    t = cfg.train
+    return TrainingArguments(
+        output_dir=out, per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=cfg.eval.batch_size,
+        learning_rate=t.lr, weight_decay=t.weight_decay, warmup_steps=round(t.warmup_fraction * total),
+        max_grad_norm=t.max_grad_norm, num_train_epochs=t.epochs, max_steps=steps or -1, seed=cfg.seed,
+        logging_strategy="no", save_strategy="no", report_to=[], disable_tqdm=True, dataloader_num_workers=0,
+    )
+
+
+def run_trainer(cfg, data, steps: int | None) -> tuple[float, Trainer]:
+    total = steps or math.ceil(len(data.train) / cfg.train.batch_size) * cfg.train.epochs
+    model = AutoModelForSequenceClassification.from_pretrained(
+        _resolve(cfg.model.pretrained), num_labels=cfg.task.num_labels, attn_implementation=cfg.model.attn_implementation)
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(model=model, args=trainer_args(cfg, out, steps, total), train_dataset=data.train,
+                          data_collator=DataCollatorWithPadding(data.tokenizer))
+        start = time.perf_counter()
+        trainer.train()
+        return time.perf_counter() - start, trainer
+
+
+def run_ours(cfg, data, steps: int) -> float:
+    torch.manual_seed(cfg.seed)
+    model = get_method("full")(cfg.method, cfg.task).build(load_backbone(cfg.model), None)
+    stage = dataclasses.replace(plain_finetune(model.backbone.num_layers), predict=None)
+    train_cfg = dataclasses.replace(cfg.train, max_steps=steps)
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        _Run(model, stage, data, train_cfg, Path(out), cfg.seed, Logger(), False, cfg.eval.batch_size).run()
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="mrpc")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--score", action="store_true", help="also fine-tune with the Trainer for the full budget")
+    ap.add_argument("--out", default="results/trainer_vs_dynbench.json")
+    args = ap.parse_args()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = validate(compose("config", overrides=[f"task={args.task}", "model=minilm"]))
+    data = load_task(cfg.task, load_tokenizer(cfg.model), cfg.model.max_length, cfg.data_dir, cfg.cache_dir)
+    examples = args.steps * cfg.train.batch_size
+    rates: dict[str, list[float]] = {"dynbench": [], "trainer": []}
+    for r in range(args.rounds):
+        rates["dynbench"].append(examples / run_ours(cfg, data, args.steps))
+        rates["trainer"].append(examples / run_trainer(cfg, data, args.steps)[0])
+        print(f"round {r + 1}: dynbench {rates['dynbench'][-1]:.1f} ex/s, trainer {rates['trainer'][-1]:.1f} ex/s", flush=True)
+    result = {
+        "task": cfg.task.name, "model": cfg.model.name, "batch_size": cfg.train.batch_size,
+        "max_length": cfg.model.max_length, "steps_per_round": args.steps, "rounds": args.rounds,
+        "examples_per_s": {k: statistics.median(v) for k, v in rates.items()}, "all_rounds": rates,
+        "threads": torch.get_num_threads(),
+    }
+    result["ratio_dynbench_over_trainer"] = result["examples_per_s"]["dynbench"] / result["examples_per_s"]["trainer"]
+    if args.score:
+        seconds, trainer = run_trainer(cfg, data, None)
+        split = next(iter(data.dev.values()))
+        pred = trainer.predict(split)
+        by_split = {"dev": metrics.split_metrics(cfg.task, np.asarray(pred.predictions), np.asarray(split["label"]))}
+        score, flat = metrics.score(cfg.task, by_split)
+        result["trainer_full_budget"] = {"epochs": cfg.train.epochs, "train_seconds": seconds, "score": score,
+                                         "metrics": flat}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

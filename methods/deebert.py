@@ -1,0 +1,58 @@
+"""DeeBERT: off-ramps after every layer; exit at the first whose prediction entropy is below a threshold
+(Xin et al. 2020; METHODS.md §6).
+
+Stage 1 is the plain fine-tune (shared with `full` through the stage cache); stage 2 freezes the backbone
+and final classifier and trains the off-ramps on the unweighted sum of their losses. Unlike the reference
+code, the rule is not tested at layer L (whose off-ramp it never trains) and decisions are per example.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from dynbench import exits
+from dynbench.backbone import Backbone
+from dynbench.config import MethodConfig
+from dynbench.heads import OwnPoolerHead, PoolerHead
+from dynbench.method import Knob, Stage, register_method, task_loss
+from methods.full import plain_finetune
+
+REFERENCE_GRID = [0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]  # castorini/DeeBERT
+
+
+@dataclass
+class DeebertConfig(MethodConfig):
+    def __post_init__(self) -> None:
+        if self.knobs is not None and (not self.knobs or min(self.knobs) < 0):
+            raise ValueError(f"method.knobs: entropy thresholds must be >= 0 (nats), got {self.knobs}")
+
+
+def offramp_loss(model: exits.MultiExitModel, batch) -> "torch.Tensor":
+    zs, _ = exits.all_logits(model, batch)
+    return sum(task_loss(z, batch["labels"]) for z in zs[:-1])
+
+
+@register_method("deebert", config=DeebertConfig)
+class Deebert(exits.ExitMethod):
+    version = 1
+    knob = Knob("entropy", at="infer")
+    classification_only = True
+    rule = exits.StatelessRule(lambda z, threshold: exits.entropy(z) < threshold)
+
+    def default_knobs(self, num_layers: int) -> list[Any]:
+        # the reference grid, extended towards ln C (the maximum entropy) for tasks with more classes
+        return REFERENCE_GRID + [s for s in (0.8, 0.9, 1.0, 1.1) if s <= math.log(self.task.num_labels) + 0.01]
+
+    def build(self, backbone: Backbone, knob_value: Any) -> nn.Module:
+        return exits.MultiExitModel(backbone, lambda b: PoolerHead(b, self.task.num_labels),
+                                    lambda b: OwnPoolerHead(b, self.task.num_labels))
+
+    def stages(self, model: nn.Module, knob_value: Any) -> list[Stage]:
+        return [
+            plain_finetune(model.backbone.num_layers),
+            Stage(name="offramps", signature={"stage": "deebert_offramps", "v": self.version},
+                  trainable=lambda m: list(m.exits.parameters()), loss=offramp_loss, saves=("exits.",)),
+        ]

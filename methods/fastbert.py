@@ -1,0 +1,59 @@
+"""FastBERT: self-distilled student classifiers; exit once the normalised entropy ("uncertainty") is below
+the speed threshold (Liu et al. 2020; METHODS.md §4).
+
+Stage 1 fine-tunes the backbone with the teacher (a student-shaped head on the last layer); stage 2 freezes
+both and distils the students from the teacher with KL divergence, labels unused, at 10× the learning rate.
+Departures: dynbench's shared epoch budget for both stages (the reference distils for 5 epochs); exit when
+``u < speed`` (the pip version's boundary), so speed 0 is exactly the stage-1 model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from dynbench import exits
+from dynbench.backbone import Backbone
+from dynbench.config import MethodConfig
+from dynbench.heads import FastBertStudent
+from dynbench.method import Knob, Stage, register_method
+from methods.full import plain_finetune
+
+
+@dataclass
+class FastbertConfig(MethodConfig):
+    def __post_init__(self) -> None:
+        if self.knobs is not None and (not self.knobs or min(self.knobs) < 0 or max(self.knobs) > 1):
+            raise ValueError(f"method.knobs: speed values must lie in [0, 1], got {self.knobs}")
+
+
+def distillation_loss(model: exits.MultiExitModel, batch) -> torch.Tensor:
+    """``Σ_{i<L} KL(p_teacher ‖ p_i)``, batch-mean; the teacher is the last layer's head, held fixed."""
+    zs, _ = exits.all_logits(model, batch)
+    teacher = zs[-1].detach().softmax(-1)
+    return sum(nn.functional.kl_div(z.log_softmax(-1), teacher, reduction="batchmean") for z in zs[:-1])
+
+
+@register_method("fastbert", config=FastbertConfig)
+class Fastbert(exits.ExitMethod):
+    version = 1
+    knob = Knob("speed", at="infer")
+    classification_only = True
+    rule = exits.StatelessRule(lambda z, speed: exits.normalised_entropy(z) < speed)
+
+    def default_knobs(self, num_layers: int) -> list[Any]:
+        return [round(0.1 * i, 1) for i in range(11)]
+
+    def build(self, backbone: Backbone, knob_value: Any) -> nn.Module:
+        student = lambda b: FastBertStudent(b, self.task.num_labels)  # noqa: E731
+        return exits.MultiExitModel(backbone, student, student)
+
+    def stages(self, model: nn.Module, knob_value: Any) -> list[Stage]:
+        return [
+            plain_finetune(model.backbone.num_layers, head="fastbert_student"),
+            Stage(name="self_distillation", signature={"stage": "fastbert_distillation", "v": self.version},
+                  trainable=lambda m: list(m.exits.parameters()), loss=distillation_loss, lr_scale=10.0,
+                  saves=("exits.",)),
+        ]

@@ -1,0 +1,39 @@
+"""Shared fixtures: the real config composed through Hydra, pointed at a temporary folder."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from dynbench.cli import CONF_DIR, validate
+from dynbench.config import RootConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+GLUE = Path(os.environ.get("GLUE_DIR") or ROOT.parent / "shared" / "glue")
+
+
+def make_config(*overrides: str) -> RootConfig:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return validate(compose("config", overrides=list(overrides)))
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Callable[..., RootConfig]:
+    """``config("task=rte")``: a tiny, smoke-sized config whose outputs land in ``tmp_path``."""
+
+    def make(*overrides: str) -> RootConfig:
+        return make_config("model=tiny", "train=smoke", f"data_dir={GLUE}", f"results_dir={tmp_path / 'results'}",
+                           f"cache_dir={tmp_path / 'cache'}", "progress=false", "eval.repeats=1",
+                           "eval.latency_examples=2", "eval.throughput_examples=8", *overrides)
+
+    return make
+
+
+def write_tsv(path: Path, header: list[str] | None, rows: list[list[str]], bom: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = (["\t".join(header)] if header else []) + ["\t".join(r) for r in rows]
+    path.write_text(("\ufeff" if bom else "") + "\n".join(lines) + "\n", encoding="utf-8")
+    return path

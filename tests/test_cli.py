@@ -1,0 +1,64 @@
+"""``python -m dynbench`` end to end through Hydra: a single run, a multirun with a failing job, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import GLUE, ROOT
+
+SMOKE = ["model=tiny", "train=smoke", "progress=false", "eval.repeats=1", "eval.latency_examples=2",
+         "eval.throughput_examples=8"]
+
+
+def dynbench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GLUE_DIR": str(GLUE), "DYNBENCH_CACHE": str(tmp_path / "cache")}
+    return subprocess.run([sys.executable, "-m", "dynbench", *args, f"hydra.run.dir={tmp_path}/run",
+                           f"hydra.sweep.dir={tmp_path}/sweep", f"results_dir={tmp_path}/results"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _records(tmp_path: Path) -> list[dict]:
+    return [json.loads(line) for p in sorted((tmp_path / "results").glob("*.jsonl")) for line in p.read_text().splitlines()]
+
+
+def test_single_run_prints_the_summary_table(tmp_path) -> None:
+    out = dynbench(tmp_path, "method=full", "task=mrpc", *SMOKE)
+    assert out.returncode == 0, out.stderr
+    assert "speedup_flops" in out.stdout + out.stderr and "latency_ms_b1" in out.stdout + out.stderr
+    assert [r["method"] for r in _records(tmp_path)] == ["full"]
+
+
+def test_multirun_keeps_going_past_a_failing_job(tmp_path) -> None:
+    # QNLI's train.tsv is missing from shared/glue: that job fails, the others finish and keep their records
+    out = dynbench(tmp_path, "-m", "method=full,truncate", "task=rte,qnli", *SMOKE)
+    assert out.returncode != 0
+    assert "2 job(s) of the multirun failed" in out.stderr
+    records = _records(tmp_path)
+    assert {(r["method"], r["task"]) for r in records} == {("full", "rte"), ("truncate", "rte")}
+    assert len(records) == 3  # full + truncate k=1,2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["method=pabe"], "error: unknown method 'pabe'"),
+    (["task=mnli2"], "choose from: cola, mnli, mrpc, qnli, qqp, rte, sst2, stsb, wnli"),
+    (["model=bert"], "unknown model 'bert'"),
+    (["method=truncate", "method.knobs=[0,2]"], "error: bad config: method.knobs: layer counts k must be >= 1"),
+    (["train.lr=-1"], "error: bad config: train: epochs, batch_size and lr must be positive"),
+    (["data_dir=/nowhere"], "error: data_dir=/nowhere has no folder MRPC/"),
+])
+def test_bad_input_gives_one_clear_line(tmp_path, args: list[str], message: str) -> None:
+    out = dynbench(tmp_path, *SMOKE, *args)
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert message in last, out.stderr[-2000:]
+
+
+def test_every_conf_method_is_registered_and_back() -> None:
+    from dynbench.method import list_methods
+
+    assert sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml")) == list_methods()

@@ -1,0 +1,59 @@
+"""DeeBERT (METHODS.md §6h): the entropy rule, regression refusal, stage sharing and the frozen stage 2."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dynbench import exits
+from dynbench.errors import DynbenchError
+from dynbench.method import get_method
+from dynbench.runner import run
+from tests.conftest import make_config
+
+
+def test_entropy_in_nats_and_the_threshold() -> None:
+    z = torch.tensor([[2.0, 0.0]])
+    assert exits.entropy(z).item() == pytest.approx(0.3653, abs=1e-4)
+    rule = get_method("deebert").rule
+    assert rule.step({}, z, 0, 0.4)[1].item() and not rule.step({}, z, 0, 0.35)[1].item()
+    both = torch.tensor([[2.0, 0.0], [0.1, 0.0]])  # a batch of two: different entropies, different decisions
+    assert rule.step({}, both, 0, 0.4)[1].tolist() == [True, False]
+
+
+def test_refuses_regression() -> None:
+    cfg = make_config("method=deebert", "task=stsb")
+    with pytest.raises(DynbenchError, match="does not apply to the regression task stsb"):
+        get_method("deebert")(cfg.method, cfg.task)
+
+
+def test_bad_threshold_fails_at_config_time() -> None:
+    with pytest.raises(DynbenchError, match="entropy thresholds must be >= 0"):
+        make_config("method=deebert", "method.knobs=[-0.1]")
+
+
+def test_stage_one_is_full_and_stage_two_trains_only_the_offramps(config) -> None:
+    [full] = run(config("method=full", "task=rte", "eval.timing=false"))
+    records = run(config("method=deebert", "task=rte", "eval.timing=false", "method.knobs=[0.0,0.7]"))
+    stage1, stage2 = records[0]["stages"]
+    assert stage1["key"] == full["stages"][0]["key"] and stage1["reused"] and not stage2["reused"]
+    assert records[0]["score"] == full["score"]  # threshold 0: nobody exits, the final classifier answers
+    assert records[1]["layers_mean"] == 1  # threshold 0.7 > ln 2: everybody exits at layer 1
+
+
+def test_offramp_stage_leaves_backbone_and_final_head_unchanged(config) -> None:
+    from dynbench.backbone import load_backbone, load_tokenizer
+    from dynbench.data import load_task
+    from dynbench.loggers import Logger
+    from dynbench.train import train_stages
+
+    cfg = config("method=deebert", "task=rte")
+    method = get_method("deebert")(cfg.method, cfg.task)
+    model = method.build(load_backbone(cfg.model, 0), None)
+    data = load_task(cfg.task, load_tokenizer(cfg.model), 64, cfg.data_dir, cfg.cache_dir, 16, 8)
+    stage1, stage2 = method.stages(model, None)
+    train_stages(model, [stage1], data, cfg.train, {}, cfg.cache_dir, 1, Logger(), False, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_stages(model, [stage1, stage2], data, cfg.train, {}, cfg.cache_dir, 1, Logger(), False, 8)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("exits."))
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("exits."))

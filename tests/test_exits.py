@@ -1,0 +1,99 @@
+"""The exit family's contract, for every exit method: sweep == infer, rows really leave, FLOPs counted."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dynbench import exits
+from dynbench.backbone import load_backbone, load_tokenizer
+from dynbench.data import load_task
+from dynbench.flops import CostModel, count_flops
+from dynbench.method import get_method, list_methods
+from tests.conftest import GLUE, make_config
+
+EXIT_METHODS = [m for m in list_methods() if issubclass(get_method(m), exits.ExitMethod)]
+
+
+def test_the_exit_family_is_registered() -> None:
+    assert {"pabee", "deebert", "fastbert"} <= set(EXIT_METHODS)
+
+
+def _setup(name: str, tmp_path, layers: int = 4):
+    """A 4-layer random model whose classifiers are centred and scaled on the data, so that confidences and
+    answers vary across examples and layers (a random BERT's [CLS] barely depends on its input)."""
+    cfg = make_config(f"method={name}", "model=tiny", f"model.random.num_hidden_layers={layers}")
+    method = get_method(name)(cfg.method, cfg.task)
+    torch.manual_seed(0)
+    model = method.build(load_backbone(cfg.model, 0), None).eval()
+    data = load_task(cfg.task, load_tokenizer(cfg.model), 128, str(GLUE), str(tmp_path / "cache"), limit_eval=24)
+    with torch.no_grad():
+        zs, _ = exits.all_logits(model, next(iter(data.loader(data.dev["validation"], 24))))
+        for i, z in enumerate(zs):
+            head = model.head_at(i)[1].classifier
+            scale = 1.5 / (z - head.bias).std(0).mean()
+            head.weight.mul_(scale)
+            head.bias.copy_(-((z - head.bias) * scale).mean(0))
+    return method, model, data, method.knob_values(layers)
+
+
+@pytest.mark.parametrize("name", EXIT_METHODS)
+def test_sweep_equals_infer_exactly_at_batch_size_one(name: str, tmp_path) -> None:
+    method, model, data, knobs = _setup(name, tmp_path)
+    exit_layers = set()
+    with torch.no_grad():
+        for batch in data.loader(data.dev["validation"].select(range(12)), 1):
+            for knob, swept in zip(knobs, method.sweep(model, batch, knobs)):
+                real = method.infer(model, batch, knob)
+                assert torch.equal(real.logits, swept.logits), (knob, real.logits, swept.logits)
+                assert real.trace.equal(swept.trace), knob
+                exit_layers.add(int(real.trace.exit_layer))
+    assert len(exit_layers) > 1  # the test exercised exits at several layers
+
+
+@pytest.mark.parametrize("name", EXIT_METHODS)
+def test_sweep_equals_infer_on_a_batch_and_rows_really_leave(name: str, tmp_path) -> None:
+    method, model, data, knobs = _setup(name, tmp_path)
+    rows_seen: list[int] = []
+    hooks = [layer.register_forward_hook(lambda m, args, out: rows_seen.append(args[0].shape[0]))
+             for layer in model.backbone.model.encoder.layer]
+    batch = next(iter(data.loader(data.dev["validation"], 24)))
+    mixed = False
+    with torch.no_grad():
+        for knob, swept in zip(knobs, method.sweep(model, batch, knobs)):
+            rows_seen.clear()
+            real = method.infer(model, batch, knob)
+            assert torch.equal(real.logits.argmax(-1), swept.logits.argmax(-1))
+            torch.testing.assert_close(real.logits, swept.logits, atol=1e-3, rtol=1e-3)  # batch shapes differ
+            assert real.trace.equal(swept.trace)
+            leaving = torch.bincount(real.trace.exit_layer, minlength=5)[1:]
+            assert rows_seen == [24 - int(leaving[:i].sum()) for i in range(len(rows_seen))]  # a layer sees fewer rows
+            mixed |= (leaving > 0).sum().item() > 1
+    for h in hooks:
+        h.remove()
+    assert mixed  # some knob made examples of one batch exit at different layers
+
+
+@pytest.mark.parametrize("name", EXIT_METHODS)
+def test_trace_flops_equal_the_counter_around_the_real_exit_forward(name: str, tmp_path) -> None:
+    method, model, data, knobs = _setup(name, tmp_path)
+    cost = CostModel(model)
+    seen = set()
+    with torch.no_grad(), model.backbone.eager_attention():
+        for i, batch in enumerate(data.loader(data.dev["validation"], 1)):
+            knob = knobs[i % len(knobs)]
+            out = method.infer(model, batch, knob)
+            counted = count_flops(lambda: method.infer(model, batch, knob))
+            assert cost.flops(out.trace).item() == pytest.approx(counted, rel=0.01)
+            ran = [n for n, t in out.trace.head_tokens.items() if t.item() > 0]
+            assert len(ran) == int(out.trace.exit_layer)  # one head per visited layer, counted
+            seen.add(int(out.trace.exit_layer))
+    assert len(seen) > 1
+
+
+def test_replay_with_a_never_exiting_rule_is_the_full_multi_exit_forward(tmp_path) -> None:
+    method, model, data, _ = _setup("deebert", tmp_path)
+    batch = next(iter(data.loader(data.dev["validation"], 8)))
+    with torch.no_grad():
+        [out] = method.sweep(model, batch, [0.0])  # entropy is never < 0
+        zs, trace = exits.all_logits(model, batch)
+    assert torch.equal(out.logits, zs[-1]) and out.trace.equal(trace)

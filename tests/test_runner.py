@@ -1,0 +1,55 @@
+"""A whole run through the runner: records with the contract's fields, re-runs, training knobs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dynbench.errors import DynbenchError
+from dynbench.runner import run
+
+# README "Record fields": outside tools read these names; extend, never rename
+CONTRACT = ["method", "task", "model", "seed", "knob", "knob_value", "score", "metrics", "flops", "flops_full",
+            "speedup_flops", "layers_mean", "tokens_mean", "latency_ms_b1", "speedup_latency_b1", "throughput_eval",
+            "speedup_throughput_eval", "train_seconds", "peak_rss_mb", "git_commit", "config_hash"]
+
+
+def test_full_run_writes_one_record_with_every_contract_field(config) -> None:
+    cfg = config("method=full", "task=mrpc")
+    [record] = run(cfg)
+    assert set(CONTRACT) <= set(record)
+    assert record["speedup_flops"] == 1.0 and record["layers_mean"] == 2 and record["limited"] is True
+    assert set(record["metrics"]) == {"accuracy", "f1"}
+    assert record["score"] == pytest.approx((record["metrics"]["accuracy"] + record["metrics"]["f1"]) / 2)
+    assert record["latency_ms_b1"] > 0 and record["throughput_eval"] > 0 and record["speedup_latency_b1"] > 0
+    [path] = list(Path(cfg.results_dir).glob("*.jsonl"))
+    assert json.loads(path.read_text()) == record
+
+
+def test_rerun_neither_duplicates_nor_retrains(config) -> None:
+    cfg = config("method=full", "task=rte")
+    first = run(cfg)
+    second = run(cfg)
+    assert second == first  # nothing re-evaluated, nothing duplicated
+
+
+def test_truncate_trains_one_model_per_k_and_saves_flops(config) -> None:
+    records = run(config("method=truncate", "task=rte", "eval.timing=false"))
+    assert [r["knob_value"] for r in records] == [1, 2]
+    one, two = records
+    assert (one["layers_mean"], two["layers_mean"]) == (1, 2)
+    assert one["speedup_flops"] > 1.5 and two["speedup_flops"] == 1.0
+    assert one["flops_full"] == two["flops_full"]
+    assert one["stages"][0]["key"] != two["stages"][0]["key"]
+    assert "latency_ms_b1" not in one
+
+
+def test_stsb_runs_as_regression(config) -> None:
+    [record] = run(config("method=full", "task=stsb", "eval.timing=false"))
+    assert set(record["metrics"]) == {"pearson", "spearman"}
+
+
+def test_truncate_knob_deeper_than_the_model(config) -> None:
+    with pytest.raises(DynbenchError, match="k=3 exceeds the backbone's 2 layers"):
+        run(config("method=truncate", "method.knobs=[3]"))

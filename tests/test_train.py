@@ -1,0 +1,123 @@
+"""The shared training loop and the stage cache: reuse, sharing, resume, corruption, NaN, frozen parts."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from dynbench.backbone import load_backbone, load_tokenizer
+from dynbench.data import load_task
+from dynbench.errors import DynbenchError
+from dynbench.loggers import Logger
+from dynbench.method import Stage, get_method, task_loss
+from dynbench.train import train_stages
+from methods.full import plain_finetune
+
+
+@pytest.fixture
+def setup(config, tmp_path):
+    cfg = config("task=rte", "train.max_steps=null", "train.epochs=2", "train.limit_train=16", "train.limit_eval=8")
+    data = load_task(cfg.task, load_tokenizer(cfg.model), 64, cfg.data_dir, cfg.cache_dir, 16, 8)
+
+    def build(method: str = "full", knob=None):
+        torch.manual_seed(cfg.seed)
+        return get_method(method)(cfg.method, cfg.task).build(load_backbone(cfg.model, cfg.seed), knob)
+
+    def train(model, stages, cache: Path | None = None):
+        return train_stages(model, stages, data, cfg.train, {"k": 1}, str(cache or tmp_path / "cache"), cfg.seed,
+                            Logger(), False, 8)
+
+    return cfg, build, train
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_is_deterministic_and_a_rerun_reuses_the_checkpoint(setup, tmp_path) -> None:
+    _, build, train = setup
+    first = build()
+    [r1] = train(first, [plain_finetune(2)])
+    assert not r1.reused and r1.steps == 4
+    again = build()
+    [r2] = train(again, [plain_finetune(2)])
+    assert r2.reused and r2.seconds == r1.seconds and _same(_weights(first), _weights(again))
+    fresh = build()
+    train(fresh, [plain_finetune(2)], cache=tmp_path / "other")  # same config, same seed: same numbers
+    assert _same(_weights(first), _weights(fresh))
+    assert not _same(_weights(build()), _weights(first))  # training changed something
+
+
+def test_full_and_truncate_at_full_depth_share_one_checkpoint(setup) -> None:
+    _, build, train = setup
+    full = build()
+    [a] = train(full, get_method("full").stages(None, full, None))
+    trunc = build("truncate", 2)
+    [b] = train(trunc, get_method("truncate").stages(None, trunc, 2))
+    assert b.reused and a.key == b.key
+    short = build("truncate", 1)
+    [c] = train(short, get_method("truncate").stages(None, short, 1))
+    assert not c.reused and c.key != a.key
+
+
+def test_a_killed_stage_resumes_and_ends_where_an_uninterrupted_one_ends(setup, tmp_path) -> None:
+    _, build, train = setup
+    calls = {"n": 0}
+
+    def dies_in_epoch_two(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return task_loss(model(batch).logits, batch["labels"])
+
+    stage = dataclasses.replace(plain_finetune(2), loss=dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(build(), [stage])
+    resumed = build()
+    [r] = train(resumed, [plain_finetune(2)])
+    assert r.steps == 4 and not r.reused
+    straight = build()
+    train(straight, [plain_finetune(2)], cache=tmp_path / "straight")
+    assert _same(_weights(resumed), _weights(straight))
+
+
+def test_a_corrupt_checkpoint_is_detected_and_retrained(setup, tmp_path) -> None:
+    _, build, train = setup
+    [r] = train(build(), [plain_finetune(2)])
+    path = tmp_path / "cache" / "stages" / r.key / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-100] + b"\0" * 100)
+    [again] = train(build(), [plain_finetune(2)])
+    assert not again.reused
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_epoch(setup, tmp_path) -> None:
+    _, build, train = setup
+    calls = {"n": 0}
+
+    def nan_in_epoch_two(model, batch):
+        calls["n"] += 1
+        loss = task_loss(model(batch).logits, batch["labels"])
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    with pytest.raises(DynbenchError, match=r"loss became nan at step 2; the last good epoch is kept"):
+        train(build(), [dataclasses.replace(plain_finetune(2), loss=nan_in_epoch_two)])
+    assert list((tmp_path / "cache" / "stages").glob("*/partial/model.safetensors"))
+
+
+def test_frozen_parameters_do_not_change(setup) -> None:
+    _, build, train = setup
+    model = build()
+    before = _weights(model)
+    head_only = Stage("head_only", {"stage": "head_only"}, trainable=lambda m: list(m.head.parameters()),
+                      loss=lambda m, b: task_loss(m(b).logits, b["labels"]))
+    train(model, [head_only])
+    after = _weights(model)
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))
+    assert not torch.equal(before["head.classifier.weight"], after["head.classifier.weight"])
+    assert all(p.requires_grad for p in model.parameters())  # frozen only during the stage
