@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
 
 from dynbench import metrics
 from dynbench.backbone import _resolve, load_backbone, load_tokenizer
-from dynbench.cli import CONF_DIR, validate
+from dynbench.cli import load_config
 from dynbench.data import load_task
 from dynbench.loggers import Logger
 from dynbench.method import get_method
@@ -74,8 +73,7 @@ def main() -> None:
     ap.add_argument("--score", action="store_true", help="also fine-tune with the Trainer for the full budget")
     ap.add_argument("--out", default="results/trainer_vs_dynbench.json")
     args = ap.parse_args()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = validate(compose("config", overrides=[f"task={args.task}", "model=minilm"]))
+    cfg = load_config(f"task={args.task}", "model=minilm")
     data = load_task(cfg.task, load_tokenizer(cfg.model), cfg.model.max_length, cfg.data_dir, cfg.cache_dir)
     examples = args.steps * cfg.train.batch_size
     rates: dict[str, list[float]] = {"dynbench": [], "trainer": []}

@@ -52,6 +52,14 @@ def check_choices(argv: list[str]) -> None:
                 raise DynbenchError(f"unknown {group} {v!r}{hint}; choose from: {', '.join(choices)}")
 
 
+def load_config(*overrides: str) -> RootConfig:
+    """The validated config for these overrides, composed as the command line would (for scripts and tests)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return validate(compose("config", overrides=list(overrides)))
+
+
 class FailureSummary(Callback):
     """After a multirun, names the jobs that failed and exits non-zero; the other jobs' records stand."""
 

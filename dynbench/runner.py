@@ -45,6 +45,12 @@ def _identity(cfg: RootConfig) -> dict[str, Any]:
     return ident
 
 
+def stage_key_base(cfg: RootConfig) -> dict[str, Any]:
+    """What every stage's checkpoint key starts from: model, task, seed and the training budget."""
+    return {"model": dataclasses.asdict(cfg.model), "task": dataclasses.asdict(cfg.task), "seed": cfg.seed,
+            "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k != "threads"}}
+
+
 def _param_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -77,8 +83,7 @@ def run(cfg: RootConfig, output_dir: Optional[Path] = None) -> list[dict[str, An
         log.info("%s: every knob value is already recorded in %s", run_id, records.path)
     # a training knob gives one model per value; an inference knob one model for all values
     groups = [[v] for v in values] if method.knob is not None and method.knob.at == "train" else [values] * bool(values)
-    key_base = {"model": dataclasses.asdict(cfg.model), "task": dataclasses.asdict(cfg.task), "seed": cfg.seed,
-                "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k != "threads"}}
+    key_base = stage_key_base(cfg)
     progress = cfg.progress
     for group in groups:
         seed_everything(cfg.seed)

@@ -6,18 +6,15 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from dynbench.cli import CONF_DIR, validate
+from dynbench.cli import load_config
 from dynbench.config import RootConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = Path(os.environ.get("GLUE_DIR") or ROOT.parent / "shared" / "glue")
 
 
-def make_config(*overrides: str) -> RootConfig:
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return validate(compose("config", overrides=list(overrides)))
+make_config = load_config
 
 
 @pytest.fixture

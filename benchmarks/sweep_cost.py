@@ -1,0 +1,76 @@
+"""What a one-pass knob sweep costs, as a ratio to one full-model evaluation of the same dev set.
+
+Loads the trained models from the stage cache (run benchmarks/exits.sh first), then times, interleaved in
+one process (median of ``--repeats``): the full model over dev, and each exit method's ``sweep`` over dev
+with K = 10 and K = 20 knob values spread over its default grid.
+
+    python benchmarks/sweep_cost.py --task mrpc
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dynbench.backbone import load_backbone, load_tokenizer
+from dynbench.cli import load_config
+from dynbench.data import load_task
+from dynbench.loggers import Logger
+from dynbench.method import get_method
+from dynbench.runner import stage_key_base
+from dynbench.timing import interleaved_medians
+from dynbench.train import train_stages
+
+
+def trained(name: str, task: str):
+    cfg = load_config(f"method={name}", f"task={task}", "model=minilm")
+    method = get_method(name)(cfg.method, cfg.task)
+    data = load_task(cfg.task, load_tokenizer(cfg.model), cfg.model.max_length, cfg.data_dir, cfg.cache_dir)
+    torch.manual_seed(cfg.seed)
+    model = method.build(load_backbone(cfg.model, cfg.seed), None)
+    stages = train_stages(model, method.stages(model, None), data, cfg.train, stage_key_base(cfg), cfg.cache_dir, cfg.seed,
+                          Logger(), False, cfg.eval.batch_size)
+    if not all(s.reused for s in stages):
+        raise SystemExit(f"{name} on {task} was not trained yet: run benchmarks/exits.sh first")
+    return method, model.eval(), data, cfg
+
+
+def spread(grid: list, k: int) -> list:
+    """``k`` values over the range of ``grid`` (integers stay integers, repeating where the grid is short)."""
+    if all(isinstance(v, int) for v in grid):
+        return [grid[i] for i in np.linspace(0, len(grid) - 1, k).round().astype(int)]
+    return [float(v) for v in np.linspace(min(grid), max(grid), k)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="mrpc")
+    ap.add_argument("--methods", nargs="+", default=["pabee", "deebert", "fastbert"])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=None, help="default: results/exits/sweep_cost_<task>.json")
+    args = ap.parse_args()
+    full, full_model, data, cfg = trained("full", args.task)
+    batches = list(data.loader(data.dev["validation"], cfg.eval.batch_size))
+    result = {"task": args.task, "eval_batch_size": cfg.eval.batch_size, "dev_examples": len(data.dev["validation"]),
+              "threads": torch.get_num_threads(), "methods": {}}
+    with torch.no_grad():
+        for name in args.methods:
+            method, model, _, _ = trained(name, args.task)
+            grid = method.knob_values(model.backbone.num_layers)
+            candidates = {"full": lambda: [full_model(b) for b in batches]}
+            for k in (10, 20):
+                knobs = spread(grid, k)
+                candidates[f"sweep_k{k}"] = lambda knobs=knobs: [method.sweep(model, b, knobs) for b in batches]
+            t = interleaved_medians(candidates, args.repeats)
+            result["methods"][name] = {"seconds": t, **{f"ratio_k{k}": t[f"sweep_k{k}"] / t["full"] for k in (10, 20)}}
+            print(name, json.dumps(result["methods"][name]), flush=True)
+    out = Path(args.out or f"results/exits/sweep_cost_{args.task}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Tables from records: every knob value's point, and each method's operating point at ≥ 99% of full.
+
+Operating points are chosen on the calibration split (held out from train) and reported on dev, never
+chosen on dev (METHODS.md §0.4). Deterministic from the records; never retrains or re-evaluates.
+
+    python -m dynbench.report results/exits        # writes results/exits/summary.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from dynbench.errors import DynbenchError
+
+REQUIRED = ["method", "task", "model", "seed", "knob", "knob_value", "score", "flops", "speedup_flops"]
+RUN = ["task", "model", "seed"]
+CURVE_COLUMNS = ["task", "method", "knob", "knob_value", "score", "calib_score", "speedup_flops", "layers_mean",
+                 "speedup_latency_b1", "speedup_throughput_eval", "exit_counts"]
+
+
+def load_records(folder: Path) -> pd.DataFrame:
+    """Every record of every ``*.jsonl`` under ``folder``; a bad line is reported with its file and line."""
+    rows = []
+    for path in sorted(folder.rglob("*.jsonl")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DynbenchError(f"{path}:{number}: not a JSON record ({err.msg})") from None
+            missing = [f for f in REQUIRED if f not in record]
+            if missing:
+                raise DynbenchError(f"{path}:{number}: record lacks {missing}")
+            rows.append(record)
+    if not rows:
+        raise DynbenchError(f"no records (*.jsonl) under {folder}")
+    return pd.DataFrame(rows)
+
+
+def operating_points(frame: pd.DataFrame, keep: float = 0.99) -> pd.DataFrame:
+    """Per run and method: the knob value with the largest calibration FLOPs speed-up whose calibration score
+    is ≥ ``keep`` × the full model's, with its dev figures and wall-clock/FLOPs speed-up ratios."""
+    out = []
+    for key, run in frame.groupby(RUN):
+        full = run[run.method == "full"]
+        if full.empty or "calib_score" not in run:
+            continue
+        full_calib, full_dev = full.calib_score.iloc[0], full.score.iloc[0]
+        for method, rows in run[run.method != "full"].groupby("method"):
+            ok = rows[rows.calib_score >= keep * full_calib]
+            if ok.empty:
+                continue
+            best = ok.sort_values(["calib_speedup_flops", "calib_score"], ascending=False).iloc[0]
+            point = dict(zip(RUN, key)) | {
+                "method": method, "knob": best.knob, "knob_value": best.knob_value, "score": best.score,
+                "score_vs_full": best.score / full_dev, "speedup_flops": best.speedup_flops,
+            }
+            for timing in ("speedup_latency_b1", "speedup_throughput_eval"):
+                if timing in best and pd.notna(best[timing]):
+                    point[timing] = best[timing]
+                    point[f"{timing}_over_flops"] = best[timing] / best.speedup_flops
+            out.append(point)
+    return pd.DataFrame(out)
+
+
+def summary(frame: pd.DataFrame) -> str:
+    curve = frame[[c for c in CURVE_COLUMNS if c in frame]].sort_values(["task", "method", "speedup_flops"])
+    points = operating_points(frame)
+    fmt = lambda f: f.to_markdown(index=False, floatfmt=".4g")  # noqa: E731
+    text = "# Points (every knob value; scores on dev)\n\n" + fmt(curve)
+    if not points.empty:
+        text += "\n\n# Operating points (≥ 99% of full's score, chosen on the calibration split, reported on dev)\n\n"
+        text += fmt(points)
+    return text + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Tables from dynbench records.")
+    ap.add_argument("folder", type=Path)
+    args = ap.parse_args(argv)
+    try:
+        text = summary(load_records(args.folder))
+    except DynbenchError as err:
+        sys.exit(f"error: {err}")
+    (args.folder / "summary.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
