@@ -18,7 +18,7 @@ from dynbench.backbone import Backbone
 from dynbench.config import MethodConfig, TaskConfig
 from dynbench.errors import DynbenchError
 from dynbench.live import LiveBatch
-from dynbench.method import Batch, Knob, Method, Output, task_loss
+from dynbench.method import Batch, Knob, Method, Output, Stage, task_loss
 from dynbench.trace import Trace
 
 State = dict[str, torch.Tensor]  # per-row tensors, first dimension = live rows
@@ -110,6 +110,13 @@ def layer_weighted_loss(model: MultiExitModel, batch: Batch) -> torch.Tensor:
     zs, _ = all_logits(model, batch)
     weights = range(1, len(zs) + 1)
     return sum(j * task_loss(z, batch["labels"]) for j, z in zip(weights, zs)) / sum(weights)
+
+
+def exit_heads_stage(name: str, signature: dict[str, Any], loss: Callable[[nn.Module, Batch], torch.Tensor],
+                     lr_scale: float = 1.0) -> Stage:
+    """A stage that trains the exit heads only: the backbone and final head stay frozen and are not re-saved."""
+    return Stage(name=name, signature=signature, trainable=lambda m: list(m.exits.parameters()), loss=loss,
+                 lr_scale=lr_scale, saves=("exits.",))
 
 
 def entropy(z: torch.Tensor) -> torch.Tensor:

@@ -11,13 +11,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from dynbench import exits
 from dynbench.backbone import Backbone
 from dynbench.config import MethodConfig
 from dynbench.heads import OwnPoolerHead, PoolerHead
-from dynbench.method import Knob, Stage, register_method, task_loss
+from dynbench.method import Batch, Knob, Stage, register_method, task_loss
 from methods.full import plain_finetune
 
 REFERENCE_GRID = [0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]  # castorini/DeeBERT
@@ -30,7 +31,8 @@ class DeebertConfig(MethodConfig):
             raise ValueError(f"method.knobs: entropy thresholds must be >= 0 (nats), got {self.knobs}")
 
 
-def offramp_loss(model: exits.MultiExitModel, batch) -> "torch.Tensor":
+def offramp_loss(model: exits.MultiExitModel, batch: Batch) -> torch.Tensor:
+    """The unweighted sum of the off-ramp losses of layers 1..L−1 (METHODS.md §6b)."""
     zs, _ = exits.all_logits(model, batch)
     return sum(task_loss(z, batch["labels"]) for z in zs[:-1])
 
@@ -53,6 +55,5 @@ class Deebert(exits.ExitMethod):
     def stages(self, model: nn.Module, knob_value: Any) -> list[Stage]:
         return [
             plain_finetune(model.backbone.num_layers),
-            Stage(name="offramps", signature={"stage": "deebert_offramps", "v": self.version},
-                  trainable=lambda m: list(m.exits.parameters()), loss=offramp_loss, saves=("exits.",)),
+            exits.exit_heads_stage("offramps", {"stage": "deebert_offramps", "v": self.version}, offramp_loss),
         ]

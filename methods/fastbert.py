@@ -18,7 +18,7 @@ from dynbench import exits
 from dynbench.backbone import Backbone
 from dynbench.config import MethodConfig
 from dynbench.heads import FastBertStudent
-from dynbench.method import Knob, Stage, register_method
+from dynbench.method import Batch, Knob, Stage, register_method
 from methods.full import plain_finetune
 
 
@@ -29,7 +29,7 @@ class FastbertConfig(MethodConfig):
             raise ValueError(f"method.knobs: speed values must lie in [0, 1], got {self.knobs}")
 
 
-def distillation_loss(model: exits.MultiExitModel, batch) -> torch.Tensor:
+def distillation_loss(model: exits.MultiExitModel, batch: Batch) -> torch.Tensor:
     """``Σ_{i<L} KL(p_teacher ‖ p_i)``, batch-mean; the teacher is the last layer's head, held fixed."""
     zs, _ = exits.all_logits(model, batch)
     teacher = zs[-1].detach().softmax(-1)
@@ -53,7 +53,6 @@ class Fastbert(exits.ExitMethod):
     def stages(self, model: nn.Module, knob_value: Any) -> list[Stage]:
         return [
             plain_finetune(model.backbone.num_layers, head="fastbert_student"),
-            Stage(name="self_distillation", signature={"stage": "fastbert_distillation", "v": self.version},
-                  trainable=lambda m: list(m.exits.parameters()), loss=distillation_loss, lr_scale=10.0,
-                  saves=("exits.",)),
+            exits.exit_heads_stage("self_distillation", {"stage": "fastbert_distillation", "v": self.version},
+                                   distillation_loss, lr_scale=10.0),
         ]
