@@ -53,3 +53,23 @@ def test_stsb_runs_as_regression(config) -> None:
 def test_truncate_knob_deeper_than_the_model(config) -> None:
     with pytest.raises(DynbenchError, match="k=3 exceeds the backbone's 2 layers"):
         run(config("method=truncate", "method.knobs=[3]"))
+
+
+def test_csv_logger_writes_curves_and_records(config, tmp_path) -> None:
+    from dynbench.runner import run as run_once
+
+    run_once(config("method=full", "task=wnli", "eval.timing=false", "logger=csv"), tmp_path / "out")
+    curves = (tmp_path / "out" / "metrics.csv").read_text().splitlines()
+    assert curves[0] == "step,name,value" and any("plain_finetune/loss" in line for line in curves[1:])
+    assert "speedup_flops" in (tmp_path / "out" / "records.csv").read_text().splitlines()[0]
+
+
+def test_wandb_without_the_package_is_a_clear_error(monkeypatch, tmp_path) -> None:
+    import sys
+
+    from dynbench.config import LoggerConfig
+    from dynbench.loggers import make_logger
+
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(DynbenchError, match="logger=wandb needs wandb: pip install wandb"):
+        make_logger(LoggerConfig(name="wandb"), tmp_path, {}, "run")
