@@ -26,7 +26,7 @@ test-all: install ## every test, the slow ones too
 	$(PY) -m pytest
 
 smoke: install ## one end-to-end run in seconds on the tiny model
-	$(PY) -m dynbench model=tiny train=smoke task=mrpc results_dir=results/runs
+	$(PY) -m dynbench experiment=smoke
 
 bench-core: install ## issue-3 figures: full and truncate k=1..6 on MRPC with MiniLM (about an hour on 2 cores)
 	PY=$(PY) benchmarks/core_mrpc.sh

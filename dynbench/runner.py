@@ -82,14 +82,16 @@ def run(cfg: RootConfig, output_dir: Optional[Path] = None) -> list[dict[str, An
     if not values:
         log.info("%s: every knob value is already recorded in %s", run_id, records.path)
     # a training knob gives one model per value; an inference knob one model for all values
-    groups = [[v] for v in values] if method.knob is not None and method.knob.at == "train" else [values] * bool(values)
+    per_value = method.knob is not None and method.knob.at == "train"
+    groups = [[v] for v in values] if per_value else [values] * bool(values)
     key_base = stage_key_base(cfg)
     progress = cfg.progress
     for group in groups:
         seed_everything(cfg.seed)
-        model = method.build(load_backbone(cfg.model, cfg.seed), group[0])
+        train_value = group[0] if per_value else None  # what build and stages see: only a training knob
+        model = method.build(load_backbone(cfg.model, cfg.seed), train_value)
         started = time.perf_counter()
-        stages = train_stages(model, method.stages(model, group[0]), data, cfg.train, key_base, cfg.cache_dir,
+        stages = train_stages(model, method.stages(model, train_value), data, cfg.train, key_base, cfg.cache_dir,
                               cfg.seed, logger, progress, cfg.eval.batch_size)
         log.info("trained in %.1f s (%s)", time.perf_counter() - started,
                  ", ".join(f"{s.name}: {'reused' if s.reused else 'trained'}" for s in stages))

@@ -62,3 +62,11 @@ def test_every_conf_method_is_registered_and_back() -> None:
     from dynbench.method import list_methods
 
     assert sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml")) == list_methods()
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
+def test_every_experiment_composes(experiment: str) -> None:
+    from dynbench.cli import load_config
+
+    cfg = load_config(f"experiment={experiment}")
+    assert cfg.results_dir and cfg.model.name in ("minilm", "tiny")
