@@ -23,30 +23,30 @@ def _full_trace(lengths: torch.Tensor, num_layers: int) -> Trace:
     return Trace(lengths, lengths[:, None].repeat(1, num_layers), {"head": lengths.clone()})
 
 
+def _side_by_side(method: Method, model: nn.Module, reference: nn.Module, value: Any, inputs: list,
+                  repeats: int) -> tuple[float, float]:
+    """Median seconds of (method, full model) over ``inputs``, interleaved."""
+    with torch.no_grad():
+        t = interleaved_medians({"method": lambda: [method.infer(model, b, value) for b in inputs],
+                                 "full": lambda: [reference(b) for b in inputs]}, repeats)
+    return t["method"], t["full"]
+
+
 def _timing(method: Method, model: nn.Module, reference: nn.Module, data: TaskData, value: Any,
             cfg: EvalConfig) -> dict[str, float]:
-    """Latency at batch 1 and throughput at the eval batch size, each interleaved with the full model."""
+    """Latency at batch 1 and throughput at the eval batch size, each against the full model."""
     split = next(iter(data.dev.values()))
     collate = data.loader(split, 1).collate_fn
     singles = [collate([split[i]]) for i in range(min(cfg.latency_examples, len(split)))]
-    n_batch = min(cfg.throughput_examples, len(split))
-    batches = list(data.loader(split.select(range(n_batch)), cfg.batch_size))
-    out: dict[str, float] = {}
-    with torch.no_grad():
-        for name, inputs in (("b1", singles), ("eval", batches)):
-            t = interleaved_medians(
-                {"method": lambda: [method.infer(model, b, value) for b in inputs],
-                 "full": lambda: [reference(b) for b in inputs]},
-                cfg.repeats,
-            )
-            n = len(singles) if name == "b1" else n_batch
-            if name == "b1":
-                out |= {"latency_ms_b1": 1000 * t["method"] / n, "latency_ms_b1_full": 1000 * t["full"] / n,
-                        "speedup_latency_b1": t["full"] / t["method"]}
-            else:
-                out |= {"throughput_eval": n / t["method"], "throughput_eval_full": n / t["full"],
-                        "speedup_throughput_eval": t["full"] / t["method"]}
-    return out
+    n = min(cfg.throughput_examples, len(split))
+    batches = list(data.loader(split.select(range(n)), cfg.batch_size))
+    one, one_full = _side_by_side(method, model, reference, value, singles, cfg.repeats)
+    many, many_full = _side_by_side(method, model, reference, value, batches, cfg.repeats)
+    return {
+        "latency_ms_b1": 1000 * one / len(singles), "latency_ms_b1_full": 1000 * one_full / len(singles),
+        "speedup_latency_b1": one_full / one,
+        "throughput_eval": n / many, "throughput_eval_full": n / many_full, "speedup_throughput_eval": many_full / many,
+    }
 
 
 def _predict(method: Method, model: nn.Module, data: TaskData, splits: dict[str, Any], values: Sequence[Any],
