@@ -3,7 +3,7 @@
 Operating points are chosen on the calibration split (held out from train) and reported on dev, never
 chosen on dev (METHODS.md §0.4). Deterministic from the records; never retrains or re-evaluates.
 
-    python -m dynbench.report results/exits        # writes results/exits/summary.md
+    python -m dynbench.report results/exits   # writes results/exits/summary.md and <task>_score_vs_flops.png
 """
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ import json
 import sys
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
 
 from dynbench.errors import DynbenchError
 
-REQUIRED = ["method", "task", "model", "seed", "knob", "knob_value", "score", "flops", "speedup_flops"]
+matplotlib.use("Agg")  # files only, no display
+
+REQUIRED = ["method", "task", "model", "seed", "knob", "knob_value", "score", "flops", "flops_full", "speedup_flops"]
 RUN = ["task", "model", "seed"]
 CURVE_COLUMNS = ["task", "method", "knob", "knob_value", "score", "calib_score", "speedup_flops", "layers_mean",
                  "speedup_latency_b1", "speedup_throughput_eval", "exit_counts"]
@@ -68,6 +71,29 @@ def operating_points(frame: pd.DataFrame, keep: float = 0.99) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def plot_curves(frame: pd.DataFrame, folder: Path) -> list[Path]:
+    """Per task: dev score against relative FLOPs, one curve per method (a point per knob value)."""
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for task, rows in frame.groupby("task"):
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        for method, points in sorted(rows.groupby("method"), key=lambda kv: kv[0]):
+            points = points.assign(rel=points.flops / points.flops_full).sort_values("rel")
+            style = {"marker": "*", "markersize": 14, "linestyle": "none"} if len(points) == 1 else {"marker": "o"}
+            ax.plot(points.rel, points.score, label=method, **style)
+        ax.set_xlabel("FLOPs per example, relative to the full model")
+        ax.set_ylabel("dev score (primary metric)")
+        ax.set_title(f"{task}: score vs compute")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        path = folder / f"{task}_score_vs_flops.png"
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def summary(frame: pd.DataFrame) -> str:
     curve = frame[[c for c in CURVE_COLUMNS if c in frame]].sort_values(["task", "method", "speedup_flops"])
     points = operating_points(frame)
@@ -84,10 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("folder", type=Path)
     args = ap.parse_args(argv)
     try:
-        text = summary(load_records(args.folder))
+        frame = load_records(args.folder)
     except DynbenchError as err:
         sys.exit(f"error: {err}")
+    text = summary(frame)
     (args.folder / "summary.md").write_text(text)
+    plot_curves(frame, args.folder)
     print(text)
 
 

@@ -6,13 +6,13 @@ import json
 import pytest
 
 from dynbench.errors import DynbenchError
-from dynbench.report import load_records, operating_points, summary
+from dynbench.report import load_records, operating_points, plot_curves, summary
 
 
 def _record(method: str, knob_value, score: float, calib: float, speedup: float) -> dict:
     return {"method": method, "task": "mrpc", "model": "minilm", "seed": 1, "knob": None if method == "full" else "k",
             "knob_value": knob_value, "score": score, "calib_score": calib, "flops": 1e9 / speedup,
-            "speedup_flops": speedup, "calib_speedup_flops": speedup * 1.01, "speedup_latency_b1": speedup * 0.9,
+            "flops_full": 1e9, "speedup_flops": speedup, "calib_speedup_flops": speedup * 1.01, "speedup_latency_b1": speedup * 0.9,
             "speedup_throughput_eval": speedup * 0.8}
 
 
@@ -27,6 +27,8 @@ def test_operating_point_is_chosen_on_calibration_and_reported_on_dev(tmp_path) 
     assert point["score_vs_full"] == pytest.approx(0.875)
     assert point["speedup_latency_b1_over_flops"] == pytest.approx(0.9)
     assert "Operating points" in summary(load_records(tmp_path))
+    [png] = plot_curves(load_records(tmp_path), tmp_path)
+    assert png.name == "mrpc_score_vs_flops.png" and png.stat().st_size > 10_000
 
 
 def test_bad_records_name_the_file_and_line(tmp_path) -> None:
