@@ -31,7 +31,7 @@ def trained(name: str, task: str):
     data = load_task(cfg.task, load_tokenizer(cfg.model), cfg.model.max_length, cfg.data_dir, cfg.cache_dir)
     torch.manual_seed(cfg.seed)
     model = method.build(load_backbone(cfg.model, cfg.seed), None)
-    stages = train_stages(model, method.stages(model, None), data, cfg.train, stage_key_base(cfg), cfg.cache_dir, cfg.seed,
+    stages = train_stages(model, method.stages(model, None), data, cfg.train, stage_key_base(cfg, data.source), cfg.cache_dir, cfg.seed,
                           Logger(), False, cfg.eval.batch_size)
     if not all(s.reused for s in stages):
         raise SystemExit(f"{name} on {task} was not trained yet: run benchmarks/exits.sh first")

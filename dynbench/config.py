@@ -46,6 +46,7 @@ class TaskConfig:
     kind: str = "classification"
     num_labels: int = MISSING  # 1 for regression
     label_values: Optional[list[str]] = None  # raw TSV label strings, in the hub's id order
+    score_range: Optional[list[float]] = None  # regression: allowed gold scores [lo, hi]
     metrics: list[str] = MISSING  # GLUE's metrics; the primary score is their mean (GLUE convention)
     hub: HubSource = field(default_factory=HubSource)
     tsv: TsvSource = field(default_factory=TsvSource)

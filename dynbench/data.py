@@ -9,6 +9,8 @@ import csv
 import hashlib
 import json
 import logging
+import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -33,6 +35,7 @@ class TaskData:
     """Tokenised splits; ``dev`` maps split names (``validation``; MNLI ``matched``/``mismatched``) to data."""
 
     task: TaskConfig
+    source: str  # what the data came from (TSV digest or hub fingerprint): part of every checkpoint key
     train: datasets.Dataset
     calib: datasets.Dataset
     dev: dict[str, datasets.Dataset]
@@ -51,9 +54,13 @@ class TaskData:
 def _label(raw: str, task: TaskConfig, where: str) -> float | int:
     if task.kind == "regression":
         try:
-            return float(raw)
+            score = float(raw)
         except ValueError:
             raise DynbenchError(f"{where}: score {raw!r} is not a number (task {task.name} is a regression)") from None
+        lo, hi = task.score_range or (-math.inf, math.inf)
+        if not lo <= score <= hi:
+            raise DynbenchError(f"{where}: score {score} is outside {task.name}'s range [{lo}, {hi}]")
+        return score
     if raw not in task.label_values:
         raise DynbenchError(f"{where}: label {raw!r} is not one of {list(task.label_values)} (task {task.name})")
     return task.label_values.index(raw)
@@ -74,11 +81,10 @@ def read_tsv(path: Path, task: TaskConfig) -> Rows:
         if missing:
             raise DynbenchError(f"{path}:1: no column {missing} in header {header}; is this the original GLUE TSV?")
         index = {c: header.index(c) for c in [*src.text, src.label]}
-        need = max(index.values()) + 1
         for row in reader:
             where = f"{path}:{reader.line_num}"
-            if len(row) < need:
-                raise DynbenchError(f"{where}: expected at least {need} tab-separated columns, found {len(row)}")
+            if len(row) != len(header):
+                raise DynbenchError(f"{where}: expected {len(header)} tab-separated columns, found {len(row)}")
             rows["text_a"].append(row[index[src.text[0]]])
             rows["text_b"].append(row[index[src.text[1]]] if len(src.text) > 1 else None)
             rows["label"].append(_label(row[index[src.label]], task, where))
@@ -142,9 +148,14 @@ def load_task(
         [source, task.name, task.calib_fraction, task.calib_max, task.split_seed, tokenizer.name_or_path, max_length]
     )
     cache = Path(cache_dir) / "data" / hashlib.sha256(key_src.encode()).hexdigest()[:16]
+    splits = None
     if (cache / "done").exists():
-        splits = datasets.load_from_disk(str(cache))
-    else:
+        try:
+            splits = datasets.load_from_disk(str(cache))
+        except Exception as err:  # a damaged cache is rebuilt, never trusted
+            log.warning("tokenised cache %s is unreadable (%s); rebuilding it", cache, err)
+            shutil.rmtree(cache)
+    if splits is None:
         rest, calib = _split_calibration(train, task)
         raw = datasets.DatasetDict(
             {"train": datasets.Dataset.from_dict(rest), "calib": datasets.Dataset.from_dict(calib)}
@@ -161,6 +172,7 @@ def load_task(
     cut = lambda ds, n: ds.select(range(min(n, len(ds)))) if n else ds  # noqa: E731
     return TaskData(
         task=task,
+        source=source,
         train=cut(splits["train"], limit_train),
         calib=cut(splits["calib"], limit_eval),
         dev={k: cut(splits[f"dev_{k}"], limit_eval) for k in devs},

@@ -83,6 +83,10 @@ def evaluate(method: Method, model: nn.Module, reference: nn.Module, data: TaskD
     def flops(trace: Trace) -> tuple[float, float]:
         return cost.flops(trace).mean().item(), ref_cost.flops(_full_trace(trace.embed_tokens, depth)).mean().item()
 
+    def speedup(trace: Trace) -> float:
+        method_flops, full_flops = flops(trace)
+        return full_flops / method_flops
+
     results = []
     for j, value in enumerate(values):
         score, flat = metrics.score(data.task, dev[j])
@@ -98,6 +102,10 @@ def evaluate(method: Method, model: nn.Module, reference: nn.Module, data: TaskD
             "calib_score": metrics.score(data.task, calib[j])[0], "calib_speedup_flops": calib_full / calib_flops,
         }
         if cfg.timing:
-            result |= _timing(method, model, reference, data, value, cfg)
+            # wall-clock runs on the first examples of the first dev set: their FLOPs speed-ups, for ratios
+            result |= _timing(method, model, reference, data, value, cfg) | {
+                "speedup_flops_b1_examples": speedup(trace.first(cfg.latency_examples)),
+                "speedup_flops_eval_examples": speedup(trace.first(cfg.throughput_examples)),
+            }
         results.append(result)
     return results

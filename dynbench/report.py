@@ -49,7 +49,10 @@ def operating_points(frame: pd.DataFrame, keep: float = 0.99) -> pd.DataFrame:
     """Per run and method: the knob value with the largest calibration FLOPs speed-up whose calibration score
     is ≥ ``keep`` × the full model's, with its dev figures and wall-clock/FLOPs speed-up ratios."""
     out = []
-    for key, run in frame.groupby(RUN):
+    if "limited" in frame:
+        frame = frame[frame.limited != True]  # noqa: E712  smoke runs never make operating points
+    group = RUN + (["budget_hash"] if "budget_hash" in frame else [])  # never mix training budgets
+    for key, run in frame.groupby(group):
         full = run[run.method == "full"]
         if full.empty or "calib_score" not in run:
             continue
@@ -59,14 +62,16 @@ def operating_points(frame: pd.DataFrame, keep: float = 0.99) -> pd.DataFrame:
             if ok.empty:
                 continue
             best = ok.sort_values(["calib_speedup_flops", "calib_score"], ascending=False).iloc[0]
-            point = dict(zip(RUN, key)) | {
+            point = dict(zip(group, key)) | {
                 "method": method, "knob": best.knob, "knob_value": best.knob_value, "score": best.score,
                 "score_vs_full": best.score / full_dev, "speedup_flops": best.speedup_flops,
             }
-            for timing in ("speedup_latency_b1", "speedup_throughput_eval"):
-                if timing in best and pd.notna(best[timing]):
+            # wall-clock speed-up over the FLOPs speed-up of the same (timed) examples
+            for timing, examples in (("speedup_latency_b1", "speedup_flops_b1_examples"),
+                                     ("speedup_throughput_eval", "speedup_flops_eval_examples")):
+                if pd.notna(best.get(timing)) and pd.notna(best.get(examples)):
                     point[timing] = best[timing]
-                    point[f"{timing}_over_flops"] = best[timing] / best.speedup_flops
+                    point[f"{timing}_over_flops"] = best[timing] / best[examples]
             out.append(point)
     return pd.DataFrame(out)
 

@@ -16,11 +16,11 @@ import torch
 
 from dynbench.backbone import load_backbone, load_tokenizer
 from dynbench.config import RootConfig
-from dynbench.data import load_task
+from dynbench.data import TaskData, load_task
 from dynbench.evaluate import evaluate
 from dynbench.loggers import Logger, make_logger
-from dynbench.method import get_method
-from dynbench.records import RecordFile, git_commit, stable_hash
+from dynbench.method import Method, get_method
+from dynbench.records import RecordFile, git_commit, git_dirty, stable_hash
 from dynbench.train import train_stages
 
 log = logging.getLogger(__name__)
@@ -36,19 +36,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _identity(cfg: RootConfig) -> dict[str, Any]:
-    """What determines a run's results; paths and cosmetics are left out."""
+def _identity(cfg: RootConfig, data_source: str) -> dict[str, Any]:
+    """What determines a run's results: the config less paths and cosmetics, plus the data's digest."""
     ident = dataclasses.asdict(cfg)
     for key in ("results_dir", "cache_dir", "progress", "logger", "data_dir"):
         ident.pop(key)
     ident["train"].pop("threads")
-    return ident
+    return ident | {"data": data_source}
 
 
-def stage_key_base(cfg: RootConfig) -> dict[str, Any]:
-    """What every stage's checkpoint key starts from: model, task, seed and the training budget."""
-    return {"model": dataclasses.asdict(cfg.model), "task": dataclasses.asdict(cfg.task), "seed": cfg.seed,
-            "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k != "threads"}}
+def stage_key_base(cfg: RootConfig, data_source: str) -> dict[str, Any]:
+    """What every stage's checkpoint key starts from: model, task, the data itself, seed and training budget."""
+    return {"model": dataclasses.asdict(cfg.model), "task": dataclasses.asdict(cfg.task), "data": data_source,
+            "seed": cfg.seed, "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k != "threads"}}
 
 
 def _param_count(model: torch.nn.Module) -> int:
@@ -56,8 +56,12 @@ def _param_count(model: torch.nn.Module) -> int:
 
 
 def summary_table(records: list[dict[str, Any]]) -> str:
+    """The end-of-run table: knob value, primary score, each metric, FLOPs, speed-ups, layers, timings."""
     frame = pd.DataFrame(records)
-    return frame[[c for c in SUMMARY_COLUMNS if c in frame]].to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    metrics = pd.DataFrame(list(frame["metrics"]), index=frame.index)
+    columns = [c for c in SUMMARY_COLUMNS if c in frame]
+    frame = pd.concat([frame[columns[:2]], metrics, frame[columns[2:]]], axis=1)
+    return frame.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
 def run(cfg: RootConfig, output_dir: Optional[Path] = None) -> list[dict[str, Any]]:
@@ -65,26 +69,39 @@ def run(cfg: RootConfig, output_dir: Optional[Path] = None) -> list[dict[str, An
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     method = get_method(cfg.method.name)(cfg.method, cfg.task)
-    ident = _identity(cfg)
+    seed_everything(cfg.seed)
+    # the timing and FLOPs reference: the full model (its weights do not change its cost); loading it first
+    # also checks max_length and the knob grid against the model before any data is read
+    reference = get_method("full")(cfg.method, cfg.task).build(load_backbone(cfg.model, cfg.seed), None)
+    grid = method.knob_values(reference.backbone.num_layers)
+    data = load_task(cfg.task, load_tokenizer(cfg.model), cfg.model.max_length, cfg.data_dir, cfg.cache_dir,
+                     cfg.train.limit_train, cfg.train.limit_eval)
+    ident = _identity(cfg, data.source)
     config_hash = stable_hash(ident)
     run_id = f"{cfg.method.name}-{cfg.task.name}-{cfg.model.name}-seed{cfg.seed}-{config_hash[:8]}"
     records = RecordFile(Path(cfg.results_dir) / f"{run_id}.jsonl")
-    logger: Logger = make_logger(cfg.logger, output_dir or Path(cfg.results_dir) / run_id, ident, run_id)
-    logger.log_config(ident)
-
-    tokenizer = load_tokenizer(cfg.model)
-    data = load_task(cfg.task, tokenizer, cfg.model.max_length, cfg.data_dir, cfg.cache_dir,
-                     cfg.train.limit_train, cfg.train.limit_eval)
-    seed_everything(cfg.seed)
-    # the timing and FLOPs reference: the full model (its weights do not change its cost)
-    reference = get_method("full")(cfg.method, cfg.task).build(load_backbone(cfg.model, cfg.seed), None)
-    values = [v for v in method.knob_values(reference.backbone.num_layers) if not records.has(v)]
+    values = [v for v in grid if not records.has(v)]
     if not values:
         log.info("%s: every knob value is already recorded in %s", run_id, records.path)
+    logger: Logger = make_logger(cfg.logger, output_dir or Path(cfg.results_dir) / run_id, ident, run_id)
+    logger.log_config(ident)
+    try:
+        _train_and_evaluate(cfg, method, reference, data, values, records, logger, run_id, config_hash, ident)
+    finally:
+        logger.finish()
+    if records.records:
+        log.info("%s %s on %s (%s), records in %s\n%s", cfg.method.name, cfg.task.name, cfg.model.name,
+                 f"seed {cfg.seed}", records.path, summary_table(records.records))
+    return records.records
+
+
+def _train_and_evaluate(cfg: RootConfig, method: Method, reference: torch.nn.Module, data: TaskData,
+                        values: list[Any], records: RecordFile, logger: Logger, run_id: str, config_hash: str,
+                        ident: dict[str, Any]) -> None:
     # a training knob gives one model per value; an inference knob one model for all values
     per_value = method.knob is not None and method.knob.at == "train"
     groups = [[v] for v in values] if per_value else [values] * bool(values)
-    key_base = stage_key_base(cfg)
+    key_base = stage_key_base(cfg, data.source)
     progress = cfg.progress
     for group in groups:
         seed_everything(cfg.seed)
@@ -106,13 +123,8 @@ def run(cfg: RootConfig, output_dir: Optional[Path] = None) -> list[dict[str, An
                 "stages": [dataclasses.asdict(s) for s in stages],
                 "params": _param_count(model), "params_full": _param_count(reference),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "limited": data.limited, "git_commit": git_commit(), "config_hash": config_hash,
-                "config": ident,
+                "limited": data.limited, "git_commit": git_commit(), "git_dirty": git_dirty(),
+                "config_hash": config_hash, "budget_hash": stable_hash(key_base), "config": ident,
             }
             records.add(record)
             logger.log_record(record)
-    logger.finish()
-    if records.records:
-        log.info("%s %s on %s (%s), records in %s\n%s", cfg.method.name, cfg.task.name, cfg.model.name,
-                 f"seed {cfg.seed}", records.path, summary_table(records.records))
-    return records.records

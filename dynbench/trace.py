@@ -42,6 +42,10 @@ class Trace:
         idx = torch.arange(1, ran.shape[1] + 1).expand_as(ran)
         return (idx * ran).max(1).values
 
+    def first(self, n: int) -> "Trace":
+        """The trace of the first ``n`` examples."""
+        return Trace(self.embed_tokens[:n], self.layer_tokens[:n], {k: v[:n] for k, v in self.head_tokens.items()})
+
     @staticmethod
     def cat(traces: list["Trace"]) -> "Trace":
         names = sorted({n for t in traces for n in t.head_tokens})

@@ -32,6 +32,7 @@ from dynbench.method import Stage
 from dynbench.records import atomic_write_text, stable_hash
 
 log = logging.getLogger(__name__)
+CHECKPOINT_FORMAT = 1  # bump when a change to the shared training code would change what a stage learns
 
 
 @dataclass
@@ -72,7 +73,7 @@ def _load_checkpoint(model: nn.Module, folder: Path) -> Optional[dict[str, Any]]
             raise ValueError("checksum mismatch")
         _load_state(model, folder / "model.safetensors")
         return meta
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
+    except Exception as err:  # unreadable in any way: never load it
         log.warning("cached checkpoint %s is corrupt (%s); retraining it", folder, err)
         shutil.rmtree(folder)
         return None
@@ -103,6 +104,15 @@ def calib_score(model: nn.Module, stage: Stage, data: TaskData, batch_size: int)
     return primary
 
 
+class _Restart(Exception):
+    """The resume point was unreadable and is gone: train the stage from its start."""
+
+
+def _rank(score: float) -> float:
+    """Scores compared for the best epoch; NaN (e.g. Pearson of constant outputs) ranks below everything."""
+    return -math.inf if math.isnan(score) else score
+
+
 class _Run:
     """One stage's training loop: optimiser, schedule, epochs, best-epoch selection, resume points."""
 
@@ -119,27 +129,44 @@ class _Run:
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, round(cfg.warmup_fraction * self.total), self.total)
         self.epochs = math.ceil(self.total / self.steps_per_epoch)
 
-    def _save_resume_point(self, epoch: int, step: int, best: Optional[float], stale: int, seconds: float) -> None:
-        part = self.folder / "partial"
-        part.mkdir(parents=True, exist_ok=True)
-        save_file(_saved_state(self.model, self.stage), str(part / "model.tmp"))
-        (part / "model.tmp").replace(part / "model.safetensors")
+    def _save_resume_point(self, epoch: int, step: int, best: Optional[float], stale: int, seconds: float,
+                           improved: bool) -> None:
+        """Everything needed to resume after ``epoch``, written to a fresh folder that then replaces
+        ``partial/`` (a kill in between leaves either the old resume point or none, never a mix)."""
+        new, part, old = self.folder / "partial.new", self.folder / "partial", self.folder / "partial.old"
+        shutil.rmtree(new, ignore_errors=True)
+        new.mkdir(parents=True)
+        state = _saved_state(self.model, self.stage)
+        save_file(state, str(new / "model.safetensors"))
+        if improved:
+            save_file(state, str(new / "best.safetensors"))
+        elif (part / "best.safetensors").exists():
+            shutil.copyfile(part / "best.safetensors", new / "best.safetensors")
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                    "rng": torch.get_rng_state()}, part / "optim.tmp")
-        (part / "optim.tmp").replace(part / "optim.pt")
-        atomic_write_text(part / "state.json", json.dumps(
+                    "rng": torch.get_rng_state()}, new / "optim.pt")
+        atomic_write_text(new / "state.json", json.dumps(
             {"epoch": epoch, "step": step, "best": best, "stale": stale, "seconds": seconds}))
+        if part.exists():
+            part.rename(old)
+        new.rename(part)
+        shutil.rmtree(old, ignore_errors=True)
 
     def _resume(self) -> tuple[int, int, Optional[float], int, float]:
         part = self.folder / "partial"
         if not (part / "state.json").exists():
             return 0, 0, None, 0, 0.0
-        state = json.loads((part / "state.json").read_text())
-        _load_state(self.model, part / "model.safetensors")
-        opt = torch.load(part / "optim.pt", weights_only=True)
-        self.optimizer.load_state_dict(opt["optimizer"])
-        self.scheduler.load_state_dict(opt["scheduler"])
-        torch.set_rng_state(opt["rng"])
+        try:
+            state = json.loads((part / "state.json").read_text())
+            _load_state(self.model, part / "model.safetensors")
+            opt = torch.load(part / "optim.pt", weights_only=True)
+            self.optimizer.load_state_dict(opt["optimizer"])
+            self.scheduler.load_state_dict(opt["scheduler"])
+            torch.set_rng_state(opt["rng"])
+        except Exception as err:  # unpickling and safetensors raise many types: unreadable is unreadable
+            log.warning("resume point %s is unreadable (%s); training stage %s from the start", part, err,
+                        self.stage.name)
+            shutil.rmtree(part)
+            raise _Restart from None
         log.info("stage %s: resuming after epoch %d", self.stage.name, state["epoch"] + 1)
         return state["epoch"] + 1, state["step"], state["best"], state["stale"], state["seconds"]
 
@@ -149,9 +176,8 @@ class _Run:
         for p in frozen:
             p.requires_grad_(False)
         torch.manual_seed(self.seed)
-        start, step, best, stale, seconds = self._resume()
-        best_path = self.folder / "partial" / "best.safetensors"
         try:
+            start, step, best, stale, seconds = self._resume()
             for epoch in range(start, self.epochs):
                 began = time.perf_counter()
                 self.model.train()
@@ -175,23 +201,21 @@ class _Run:
                     self.logger.log_metrics({f"train/{self.stage.name}/loss": loss.item(),
                                              f"train/{self.stage.name}/lr": self.scheduler.get_last_lr()[0]}, step)
                 seconds += time.perf_counter() - began
+                improved = False
                 if self.stage.predict is not None:
                     score = calib_score(self.model, self.stage, self.data, self.eval_batch_size)
                     self.logger.log_metrics({f"train/{self.stage.name}/calib_score": score}, step)
                     log.info("stage %s epoch %d: calibration score %.4f", self.stage.name, epoch + 1, score)
-                    if best is None or score > best:
-                        best, stale = score, 0
-                        best_path.parent.mkdir(parents=True, exist_ok=True)
-                        save_file(_saved_state(self.model, self.stage), str(best_path))
-                    else:
-                        stale += 1
-                self._save_resume_point(epoch, step, best, stale, seconds)
+                    improved = best is None or _rank(score) > _rank(best)
+                    best, stale = (score, 0) if improved else (best, stale + 1)
+                self._save_resume_point(epoch, step, best, stale, seconds, improved)
                 patience = self.cfg.early_stopping_patience
                 if step >= self.total or (patience and stale >= patience):
                     break
         finally:
             for p in frozen:
                 p.requires_grad_(True)
+        best_path = self.folder / "partial" / "best.safetensors"
         if best_path.exists():
             _load_state(self.model, best_path)
         return step, seconds, best
@@ -202,15 +226,20 @@ def train_stages(model: nn.Module, stages: list[Stage], data: TaskData, cfg: Tra
     """Train (or load from the cache) every stage in order; returns what each took."""
     results = []
     for i, stage in enumerate(stages):
-        key = stable_hash({**key_base, "stages": [s.signature for s in stages[: i + 1]]})
+        key = stable_hash({**key_base, "format": CHECKPOINT_FORMAT, "stages": [s.signature for s in stages[: i + 1]]})
         folder = Path(cache_dir) / "stages" / key
         meta = _load_checkpoint(model, folder)
         if meta is not None:
             log.info("stage %s: reusing %s", stage.name, folder)
             results.append(StageResult(stage.name, key, meta["seconds"], meta["steps"], True, meta["calib_score"]))
             continue
-        run = _Run(model, stage, data, cfg, folder, seed * 100 + i, logger, progress, eval_batch_size)
-        steps, seconds, best = run.run()
+        make = lambda: _Run(model, stage, data, cfg, folder, seed * 100 + i, logger, progress, eval_batch_size)  # noqa: E731
+        initial = _saved_state(model, stage)
+        try:
+            steps, seconds, best = make().run()
+        except _Restart:
+            model.load_state_dict(initial, strict=False)  # undo what the broken resume point loaded
+            steps, seconds, best = make().run()
         save_file(_saved_state(model, stage), str(folder / "model.tmp"))
         (folder / "model.tmp").replace(folder / "model.safetensors")
         meta = {"stage": stage.name, "signature": stage.signature, "steps": steps, "seconds": seconds,

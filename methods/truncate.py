@@ -17,8 +17,8 @@ from methods.full import PlainClassifier, plain_finetune
 @dataclass
 class TruncateConfig(MethodConfig):
     def __post_init__(self) -> None:
-        if self.knobs is not None and (not self.knobs or min(self.knobs) < 1):
-            raise ValueError(f"method.knobs: layer counts k must be >= 1, got {self.knobs}")
+        if self.knobs is not None and (not self.knobs or any(int(k) != k or k < 1 for k in self.knobs)):
+            raise ValueError(f"method.knobs: layer counts k must be integers >= 1, got {self.knobs}")
 
 
 @register_method("truncate", config=TruncateConfig)
@@ -29,9 +29,14 @@ class Truncate(Method):
     def default_knobs(self, num_layers: int) -> list[Any]:
         return list(range(1, num_layers + 1))
 
+    def knob_values(self, num_layers: int) -> list[Any]:
+        values = super().knob_values(num_layers)
+        too_deep = [k for k in values if k > num_layers]
+        if too_deep:  # checked before anything trains
+            raise DynbenchError(f"method.knobs: k={too_deep[0]} exceeds the backbone's {num_layers} layers")
+        return values
+
     def build(self, backbone: Backbone, knob_value: Any) -> nn.Module:
-        if knob_value > backbone.num_layers:
-            raise DynbenchError(f"method.knobs: k={knob_value} exceeds the backbone's {backbone.num_layers} layers")
         backbone.truncate(knob_value)
         return PlainClassifier(backbone, self.task.num_labels)
 

@@ -47,7 +47,7 @@ def test_multirun_keeps_going_past_a_failing_job(tmp_path) -> None:
     (["method=pabe"], "error: unknown method 'pabe'"),
     (["task=mnli2"], "choose from: cola, mnli, mrpc, qnli, qqp, rte, sst2, stsb, wnli"),
     (["model=bert"], "unknown model 'bert'"),
-    (["method=truncate", "method.knobs=[0,2]"], "error: bad config: method.knobs: layer counts k must be >= 1"),
+    (["method=truncate", "method.knobs=[0,2]"], "error: bad config: method.knobs: layer counts k must be integers >= 1"),
     (["train.lr=-1"], "error: bad config: train: epochs, batch_size and lr must be positive"),
     (["data_dir=/nowhere"], "error: data_dir=/nowhere has no folder MRPC/"),
 ])

@@ -36,7 +36,10 @@ def test_quirks_headerless_cola_and_mrpc_bom() -> None:
 def test_malformed_row_names_file_and_line(tmp_path) -> None:
     path = write_tsv(tmp_path / "RTE" / "dev.tsv", ["index", "sentence1", "sentence2", "label"],
                      [["0", "a", "b", "entailment"], ["1", "only two"]])
-    with pytest.raises(DynbenchError, match=r"dev.tsv:3: expected at least 4 tab-separated columns, found 2"):
+    with pytest.raises(DynbenchError, match=r"dev.tsv:3: expected 4 tab-separated columns, found 2"):
+        read_tsv(path, _task("rte"))
+    write_tsv(path, ["index", "sentence1", "sentence2", "label"], [["0", "a", "b", "entailment", "extra"]])
+    with pytest.raises(DynbenchError, match=r"dev.tsv:2: expected 4 tab-separated columns, found 5"):
         read_tsv(path, _task("rte"))
 
 
@@ -45,6 +48,23 @@ def test_label_outside_the_label_set(tmp_path) -> None:
                      [["0", "a", "b", "maybe"]])
     with pytest.raises(DynbenchError, match=r"dev.tsv:2: label 'maybe' is not one of \['entailment', 'not_entailment'\]"):
         read_tsv(path, _task("rte"))
+
+
+def test_regression_score_outside_its_range(tmp_path) -> None:
+    header = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"]
+    path = write_tsv(tmp_path / "STS-B" / "dev.tsv", header, [["0", "g", "f", "y", "o", "s", "s", "a", "b", "7.5"]])
+    with pytest.raises(DynbenchError, match=r"dev.tsv:2: score 7.5 is outside stsb's range \[0.0, 5.0\]"):
+        read_tsv(path, _task("stsb"))
+
+
+def test_a_damaged_tokenised_cache_is_rebuilt(tmp_path) -> None:
+    tok = load_tokenizer(make_config("model=tiny").model)
+    first = load_task(_task("wnli"), tok, 128, str(GLUE), str(tmp_path / "cache"))
+    [folder] = list((tmp_path / "cache" / "data").iterdir())
+    for arrow in folder.rglob("*.arrow"):
+        arrow.write_bytes(b"garbage")
+    again = load_task(_task("wnli"), tok, 128, str(GLUE), str(tmp_path / "cache"))
+    assert again.train["input_ids"] == first.train["input_ids"]
 
 
 def test_missing_folder_and_missing_train_file(tmp_path) -> None:

@@ -97,3 +97,22 @@ def test_replay_with_a_never_exiting_rule_is_the_full_multi_exit_forward(tmp_pat
         [out] = method.sweep(model, batch, [0.0])  # entropy is never < 0
         zs, trace = exits.all_logits(model, batch)
     assert torch.equal(out.logits, zs[-1]) and out.trace.equal(trace)
+
+
+@pytest.mark.parametrize("name", ["deebert", "fastbert"])
+def test_the_exit_heads_stage_leaves_backbone_and_final_head_unchanged(name: str, config) -> None:
+    from dynbench.loggers import Logger
+    from dynbench.train import train_stages
+
+    cfg = config(f"method={name}", "task=rte")
+    method = get_method(name)(cfg.method, cfg.task)
+    model = method.build(load_backbone(cfg.model, 0), None)
+    data = load_task(cfg.task, load_tokenizer(cfg.model), 64, cfg.data_dir, cfg.cache_dir, 16, 8)
+    stage1, stage2 = method.stages(model, None)
+    train_stages(model, [stage1], data, cfg.train, {}, cfg.cache_dir, 1, Logger(), False, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_stages(model, [stage1, stage2], data, cfg.train, {}, cfg.cache_dir, 1, Logger(), False, 8)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("exits."))
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("exits."))
+    assert all(p.grad is None for n, p in model.named_parameters() if not n.startswith("exits."))

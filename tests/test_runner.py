@@ -45,14 +45,16 @@ def test_truncate_trains_one_model_per_k_and_saves_flops(config) -> None:
     assert "latency_ms_b1" not in one
 
 
+def test_knob_grid_is_checked_against_the_model_before_any_training(config) -> None:
+    cfg = config("method=truncate", "method.knobs=[1,3]")
+    with pytest.raises(DynbenchError, match="k=3 exceeds the backbone's 2 layers"):
+        run(cfg)
+    assert not (Path(cfg.cache_dir) / "stages").exists()  # k=1 was not trained first
+
+
 def test_stsb_runs_as_regression(config) -> None:
     [record] = run(config("method=full", "task=stsb", "eval.timing=false"))
     assert set(record["metrics"]) == {"pearson", "spearman"}
-
-
-def test_truncate_knob_deeper_than_the_model(config) -> None:
-    with pytest.raises(DynbenchError, match="k=3 exceeds the backbone's 2 layers"):
-        run(config("method=truncate", "method.knobs=[3]"))
 
 
 def test_csv_logger_writes_curves_and_records(config, tmp_path) -> None:

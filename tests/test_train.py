@@ -121,3 +121,25 @@ def test_frozen_parameters_do_not_change(setup) -> None:
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))
     assert not torch.equal(before["head.classifier.weight"], after["head.classifier.weight"])
     assert all(p.requires_grad for p in model.parameters())  # frozen only during the stage
+
+
+def test_an_unreadable_resume_point_restarts_the_stage_cleanly(setup, tmp_path) -> None:
+    _, build, train = setup
+    calls = {"n": 0}
+
+    def dies_in_epoch_two(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return task_loss(model(batch).logits, batch["labels"])
+
+    with pytest.raises(KeyboardInterrupt):
+        train(build(), [dataclasses.replace(plain_finetune(2), loss=dies_in_epoch_two)])
+    [optim] = list((tmp_path / "cache" / "stages").glob("*/partial/optim.pt"))
+    optim.write_bytes(b"truncated")
+    restarted = build()
+    [r] = train(restarted, [plain_finetune(2)])
+    assert r.steps == 4
+    straight = build()
+    train(straight, [plain_finetune(2)], cache=tmp_path / "straight")
+    assert _same(_weights(restarted), _weights(straight))
