@@ -75,3 +75,11 @@ def test_wandb_without_the_package_is_a_clear_error(monkeypatch, tmp_path) -> No
     monkeypatch.setitem(sys.modules, "wandb", None)
     with pytest.raises(DynbenchError, match="logger=wandb needs wandb: pip install wandb"):
         make_logger(LoggerConfig(name="wandb"), tmp_path, {}, "run")
+
+
+def test_embedded_minilm_on_a_real_glue_slice(config) -> None:
+    records = run(config("model=minilm", "method=pabee", "task=mrpc", "eval.timing=false"))
+    assert all(r["model"] == "minilm" and r["eval_examples"] == 32 and r["limited"] for r in records)
+    assert records[0]["flops_full"] > 1e9  # six MiniLM layers on real MRPC pairs (about 50 tokens)
+    assert [r["knob_value"] for r in records] == [1, 2, 3, 4, 5]
+    assert all(r["flops"] <= r["flops_full"] * 1.01 for r in records)  # exit heads are cheap beside layers
