@@ -120,6 +120,7 @@ def _train_and_evaluate(cfg: RootConfig, method: Method, reference: torch.nn.Mod
                 **result,
                 "train_seconds": sum(s.seconds for s in stages), "train_steps": sum(s.steps for s in stages),
                 "train_reused": all(s.reused for s in stages),
+                "train_peak_rss_mb": max((s.peak_rss_mb or 0.0 for s in stages), default=None) or None,
                 "stages": [dataclasses.asdict(s) for s in stages],
                 "params": _param_count(model), "params_full": _param_count(reference),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

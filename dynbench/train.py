@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import math
+import resource
 import shutil
 import time
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class StageResult:
     steps: int
     reused: bool
     calib_score: Optional[float]
+    peak_rss_mb: Optional[float]  # the training process's peak resident memory when the stage ended
 
 
 def _file_sha(path: Path) -> str:
@@ -233,7 +235,8 @@ def train_stages(model: nn.Module, stages: list[Stage], data: TaskData, cfg: Tra
         meta = _load_checkpoint(model, folder)
         if meta is not None:
             log.info("stage %s: reusing %s", stage.name, folder)
-            results.append(StageResult(stage.name, key, meta["seconds"], meta["steps"], True, meta["calib_score"]))
+            results.append(StageResult(stage.name, key, meta["seconds"], meta["steps"], True, meta["calib_score"],
+                                       meta.get("peak_rss_mb")))
             continue
         make = lambda: _Run(model, stage, data, cfg, folder, seed * 100 + i, logger, progress, eval_batch_size)  # noqa: E731
         initial = _saved_state(model, stage)
@@ -244,9 +247,10 @@ def train_stages(model: nn.Module, stages: list[Stage], data: TaskData, cfg: Tra
             steps, seconds, best = make().run()
         save_file(_saved_state(model, stage), str(folder / "model.tmp"))
         (folder / "model.tmp").replace(folder / "model.safetensors")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         meta = {"stage": stage.name, "signature": stage.signature, "steps": steps, "seconds": seconds,
-                "calib_score": best, "sha256": _file_sha(folder / "model.safetensors")}
+                "calib_score": best, "peak_rss_mb": peak, "sha256": _file_sha(folder / "model.safetensors")}
         atomic_write_text(folder / "meta.json", json.dumps(meta, indent=1))
         shutil.rmtree(folder / "partial", ignore_errors=True)
-        results.append(StageResult(stage.name, key, seconds, steps, False, best))
+        results.append(StageResult(stage.name, key, seconds, steps, False, best, peak))
     return results
