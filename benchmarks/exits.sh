@@ -9,7 +9,7 @@ export GLUE_DIR=${GLUE_DIR:-../shared/glue}
 out=${1:-results/exits}; shift || true
 tasks=${*:-mrpc rte}
 for task in $tasks; do
-  for method in full pabee deebert fastbert; do
+  for method in full deebert pabee fastbert; do  # deebert right after full: it reuses full as stage 1
     "${PY:-python}" -m dynbench method=$method task=$task model=minilm seed=1 results_dir="$out" progress=false \
       eval.throughput_examples=128
   done
