@@ -180,6 +180,7 @@ class _Run:
         for p in frozen:
             p.requires_grad_(False)
         torch.manual_seed(self.seed)
+        improved = False
         try:
             start, step, best, stale, seconds = self._resume()
             for epoch in range(start, self.epochs):
@@ -212,15 +213,15 @@ class _Run:
                     log.info("stage %s epoch %d: calibration score %.4f", self.stage.name, epoch + 1, score)
                     improved = best is None or _rank(score) > _rank(best)
                     best, stale = (score, 0) if improved else (best, stale + 1)
-                self._save_resume_point(epoch, step, best, stale, seconds, improved)
                 patience = self.cfg.early_stopping_patience
                 if step >= self.total or (patience and stale >= patience):
-                    break
+                    break  # finished: the caller saves the stage itself, no resume point needed
+                self._save_resume_point(epoch, step, best, stale, seconds, improved)
         finally:
             for p in frozen:
                 p.requires_grad_(True)
         best_path = self.folder / "partial" / "best.safetensors"
-        if best_path.exists():
+        if not improved and best_path.exists():  # an earlier epoch was better than the last one
             _load_state(self.model, best_path)
         return step, seconds, best
 
@@ -238,6 +239,7 @@ def train_stages(model: nn.Module, stages: list[Stage], data: TaskData, cfg: Tra
             results.append(StageResult(stage.name, key, meta["seconds"], meta["steps"], True, meta["calib_score"],
                                        meta.get("peak_rss_mb")))
             continue
+        folder.mkdir(parents=True, exist_ok=True)
         make = lambda: _Run(model, stage, data, cfg, folder, seed * 100 + i, logger, progress, eval_batch_size)  # noqa: E731
         initial = _saved_state(model, stage)
         try:

@@ -143,3 +143,18 @@ def test_an_unreadable_resume_point_restarts_the_stage_cleanly(setup, tmp_path) 
     straight = build()
     train(straight, [plain_finetune(2)], cache=tmp_path / "straight")
     assert _same(_weights(restarted), _weights(straight))
+
+
+def test_the_best_epoch_on_the_calibration_split_is_kept(setup) -> None:
+    _, build, train = setup
+    snapshots = []
+
+    def good_then_bad(model, batch):  # one calibration batch per epoch: perfect after epoch 1, wrong after 2
+        snapshots.append(_weights(model))
+        right = torch.nn.functional.one_hot(batch["labels"], 2).float()
+        return right if len(snapshots) == 1 else 1 - right
+
+    model = build()
+    [r] = train(model, [dataclasses.replace(plain_finetune(2), predict=good_then_bad)])
+    assert len(snapshots) == 2 and r.calib_score == 1.0
+    assert _same(_weights(model), snapshots[0]) and not _same(snapshots[0], snapshots[1])
