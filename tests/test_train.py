@@ -32,6 +32,19 @@ def setup(config, tmp_path):
     return cfg, build, train
 
 
+def _dies_at_call(n: int):
+    """A plain fine-tune loss that raises KeyboardInterrupt (a kill) on its ``n``-th call."""
+    calls = {"n": 0}
+
+    def loss(model, batch):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return task_loss(model(batch).logits, batch["labels"])
+
+    return loss
+
+
 def _weights(model) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -68,14 +81,7 @@ def test_full_and_truncate_at_full_depth_share_one_checkpoint(setup) -> None:
 
 def test_a_killed_stage_resumes_and_ends_where_an_uninterrupted_one_ends(setup, tmp_path) -> None:
     _, build, train = setup
-    calls = {"n": 0}
-
-    def dies_in_epoch_two(model, batch):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return task_loss(model(batch).logits, batch["labels"])
-
+    dies_in_epoch_two = _dies_at_call(3)
     stage = dataclasses.replace(plain_finetune(2), loss=dies_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         train(build(), [stage])
@@ -125,14 +131,7 @@ def test_frozen_parameters_do_not_change(setup) -> None:
 
 def test_an_unreadable_resume_point_restarts_the_stage_cleanly(setup, tmp_path) -> None:
     _, build, train = setup
-    calls = {"n": 0}
-
-    def dies_in_epoch_two(model, batch):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return task_loss(model(batch).logits, batch["labels"])
-
+    dies_in_epoch_two = _dies_at_call(3)
     with pytest.raises(KeyboardInterrupt):
         train(build(), [dataclasses.replace(plain_finetune(2), loss=dies_in_epoch_two)])
     [optim] = list((tmp_path / "cache" / "stages").glob("*/partial/optim.pt"))
