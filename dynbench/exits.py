@@ -9,7 +9,7 @@ values. Because both call the same rule on the same per-example logits, sweep ==
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import nn
@@ -24,12 +24,22 @@ from dynbench.trace import Trace
 State = dict[str, torch.Tensor]  # per-row tensors, first dimension = live rows
 
 
-class ExitRule(Protocol):
-    """Decides after each layer (0-based ``layer`` < L − 1) which rows leave, from their logits ``z [b, C]``."""
+class ExitRule:
+    """Decides after each layer which rows leave, from the output ``z`` of that layer's head.
 
-    def start(self, rows: int) -> State: ...
+    ``step`` runs after every layer (0-based ``layer``, the last included, where every row leaves whatever it
+    says) and returns the new per-row state and the rows that leave; ``answer`` is what a row outputs when it
+    leaves: the head's logits by default, DACT's accumulated answer for DACT.
+    """
 
-    def step(self, state: State, z: torch.Tensor, layer: int, knob: Any) -> tuple[State, torch.Tensor]: ...
+    def start(self, rows: int) -> State:
+        return {}
+
+    def step(self, state: State, z: torch.Tensor, layer: int, knob: Any) -> tuple[State, torch.Tensor]:
+        raise NotImplementedError
+
+    def answer(self, state: State, z: torch.Tensor) -> torch.Tensor:
+        return z
 
 
 class MultiExitModel(nn.Module):
@@ -71,13 +81,14 @@ def run(model: MultiExitModel, batch: Batch, rule: ExitRule, knob: Any) -> Outpu
         layer = live.next_layer
         live.run_layer()
         z = live.run_head(*model.head_at(layer))
-        if logits is None:
-            logits = z.new_empty(len(batch["attention_mask"]), z.shape[-1])
-        if layer == last:
-            logits[live.rows] = z
-            break
         state, leave = rule.step(state, z, layer, knob)
-        logits[live.rows[leave]] = z[leave]
+        answer = rule.answer(state, z)
+        if logits is None:
+            logits = answer.new_empty(len(batch["attention_mask"]), answer.shape[-1])
+        if layer == last:
+            logits[live.rows] = answer
+            break
+        logits[live.rows[leave]] = answer[leave]
         state = {k: v[~leave] for k, v in state.items()}
         live.keep_rows(~leave)
     return Output(logits, live.trace)
@@ -93,14 +104,17 @@ def replay(model: MultiExitModel, batch: Batch, rule: ExitRule, knobs: Sequence[
         exit_layer = torch.full((rows,), depth - 1, dtype=torch.long)
         done = torch.zeros(rows, dtype=torch.bool)
         state = rule.start(rows)
-        for layer in range(depth - 1):
+        answers = []
+        for layer in range(depth):
             state, leave = rule.step(state, zs[layer], layer, knob)
-            exit_layer[leave.cpu() & ~done] = layer
-            done |= leave.cpu()
+            answers.append(rule.answer(state, zs[layer]))
+            if layer < depth - 1:
+                exit_layer[leave.cpu() & ~done] = layer
+                done |= leave.cpu()
         ran = torch.arange(depth)[None, :] <= exit_layer[:, None]  # [B, L]: layers each example went through
         trace = Trace(full.embed_tokens, full.layer_tokens * ran,
                       {name: full.head_tokens[name] * ran[:, i] for i, name in enumerate(names)})
-        logits = torch.stack(zs)[exit_layer.to(zs[0].device), torch.arange(rows, device=zs[0].device)]
+        logits = torch.stack(answers)[exit_layer.to(zs[0].device), torch.arange(rows, device=zs[0].device)]
         outputs.append(Output(logits, trace))
     return outputs
 
@@ -130,22 +144,20 @@ def normalised_entropy(z: torch.Tensor) -> torch.Tensor:
     return entropy(z) / math.log(z.shape[-1])
 
 
-class StatelessRule:
+class StatelessRule(ExitRule):
     """A rule that looks at the current layer only: leave where ``leaves(z, knob)`` holds."""
 
     def __init__(self, leaves: Callable[[torch.Tensor, Any], torch.Tensor]) -> None:
         self.leaves = leaves
-
-    def start(self, rows: int) -> State:
-        return {}
 
     def step(self, state: State, z: torch.Tensor, layer: int, knob: Any) -> tuple[State, torch.Tensor]:
         return state, self.leaves(z, knob)
 
 
 class ExitMethod(Method):
-    """Base of the exit family: a subclass builds its model and stages and sets ``rule``; the real forward
-    and the one-pass sweep come from here, so they cannot drift apart."""
+    """Base of the exit family: a subclass builds its model and stages and sets ``rule`` (or overrides
+    ``exit_rule`` when the rule depends on the model); the real forward and the one-pass sweep come from
+    here, so they cannot drift apart."""
 
     knob: ClassVar[Knob]
     classification_only: ClassVar[bool] = False  # entropy rules have no meaning on one regression output
@@ -158,8 +170,11 @@ class ExitMethod(Method):
                 f"method={self.name} does not apply to the regression task {task.name}: the entropy of one output "
                 "is meaningless (METHODS.md §0.5); use pabee, full or truncate")
 
+    def exit_rule(self, model: nn.Module) -> ExitRule:
+        return self.rule
+
     def infer(self, model: nn.Module, batch: Batch, knob_value: Any) -> Output:
-        return run(model, batch, self.rule, knob_value)
+        return run(model, batch, self.exit_rule(model), knob_value)
 
     def sweep(self, model: nn.Module, batch: Batch, values: Sequence[Any]) -> list[Output]:
-        return replay(model, batch, self.rule, values)
+        return replay(model, batch, self.exit_rule(model), values)

@@ -80,3 +80,17 @@ class FastBertStudent(nn.Module):
         ctx = self.dropout(scores.softmax(-1)) @ v
         x = self.out(ctx.transpose(1, 2).reshape(x.shape))
         return self.classifier(torch.tanh(self.dense(x[:, 0])))
+
+
+class DactHead(nn.Module):
+    """DACT's step after one layer (METHODS.md §0.1 ``dact``): an ``OwnPoolerHead`` for the intermediate answer
+    and a halting unit Linear(d → 1) on ``[CLS]``. Returns ``[b, C + 1]``: the answer's logits, then the
+    halting logit (the halting value is its sigmoid). The bias starts at 0, h ≈ 0.5, as in DACT-MAC."""
+
+    def __init__(self, backbone: Backbone, num_labels: int) -> None:
+        super().__init__()
+        self.out = OwnPoolerHead(backbone, num_labels)
+        self.halt = _linear(backbone.hidden_size, 1, backbone.config.initializer_range)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.out(h, mask), self.halt(h[:, 0])], dim=-1)

@@ -69,6 +69,8 @@ class Method:
     config_class: ClassVar[type[MethodConfig]]
     version: ClassVar[int] = 1  # bump whenever outputs would change; enters records and stage signatures
     knob: ClassVar[Optional[Knob]] = None  # None: no knob (one evaluation point)
+    # a second, inference knob swept on each model of a training knob (DACT: tau trains, the slack is swept)
+    infer_knob: ClassVar[Optional[Knob]] = None
 
     def __init__(self, cfg: MethodConfig, task: TaskConfig) -> None:
         self.cfg = cfg
@@ -81,6 +83,10 @@ class Method:
     def knob_values(self, num_layers: int) -> list[Any]:
         return list(self.cfg.knobs) if self.cfg.knobs is not None else self.default_knobs(num_layers)
 
+    def infer_knob_values(self) -> list[Any]:
+        """The grid of ``infer_knob`` swept on every trained model; ``[None]`` when there is none."""
+        return [None]
+
     def build(self, backbone: Backbone, knob_value: Any) -> nn.Module:
         """The model: the backbone plus this method's heads, gates or halting units."""
         raise NotImplementedError
@@ -90,7 +96,8 @@ class Method:
         raise NotImplementedError
 
     def infer(self, model: nn.Module, batch: Batch, knob_value: Any) -> Output:
-        """The real adaptive forward: finished rows leave the batch, dropped tokens leave the sequence."""
+        """The real adaptive forward: finished rows leave the batch, dropped tokens leave the sequence.
+        ``knob_value`` is the inference knob's value (``infer_knob``'s when the main knob trains, else None)."""
         raise NotImplementedError
 
     def sweep(self, model: nn.Module, batch: Batch, values: Sequence[Any]) -> list[Output]:

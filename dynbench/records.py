@@ -65,7 +65,7 @@ def _clean(value: Any) -> Any:
 
 
 class RecordFile:
-    """The records of one run. ``add`` rewrites the file atomically, so a crash loses nothing finished."""
+    """The records of one run, one per knob point. ``add`` rewrites the file atomically, so a crash loses nothing finished."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -73,9 +73,14 @@ class RecordFile:
             [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
         )
 
-    def has(self, knob_value: Any) -> bool:
-        return any(r["knob_value"] == knob_value for r in self.records)
+    @staticmethod
+    def _key(record: dict[str, Any]) -> tuple[Any, Any]:
+        return record["knob_value"], record.get("infer_knob_value")
+
+    def has(self, knob_value: Any, infer_knob_value: Any = None) -> bool:
+        """Whether the point (``knob_value``, and the second knob's value if the method has one) is recorded."""
+        return any(self._key(r) == (knob_value, infer_knob_value) for r in self.records)
 
     def add(self, record: dict[str, Any]) -> None:
-        self.records = [r for r in self.records if r["knob_value"] != record["knob_value"]] + [_clean(record)]
+        self.records = [r for r in self.records if self._key(r) != self._key(record)] + [_clean(record)]
         atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))

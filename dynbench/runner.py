@@ -26,7 +26,7 @@ from dynbench.train import train_stages
 log = logging.getLogger(__name__)
 
 # printed at the end of a run, in this order (README: "What a run prints")
-SUMMARY_COLUMNS = ["knob_value", "score", "flops", "speedup_flops", "layers_mean", "tokens_mean",
+SUMMARY_COLUMNS = ["knob_value", "infer_knob_value", "score", "flops", "speedup_flops", "layers_mean", "tokens_mean",
                    "latency_ms_b1", "speedup_latency_b1", "throughput_eval", "speedup_throughput_eval"]
 
 
@@ -60,7 +60,8 @@ def summary_table(records: list[dict[str, Any]]) -> str:
     frame = pd.DataFrame(records)
     metrics = pd.DataFrame(list(frame["metrics"]), index=frame.index)
     columns = [c for c in SUMMARY_COLUMNS if c in frame]
-    frame = pd.concat([frame[columns[:2]], metrics, frame[columns[2:]]], axis=1)
+    split = columns.index("score") + 1
+    frame = pd.concat([frame[columns[:split]], metrics, frame[columns[split:]]], axis=1)
     return frame.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
@@ -80,13 +81,13 @@ def run(cfg: RootConfig, output_dir: Optional[Path] = None) -> list[dict[str, An
     config_hash = stable_hash(ident)
     run_id = f"{cfg.method.name}-{cfg.task.name}-{cfg.model.name}-seed{cfg.seed}-{config_hash[:8]}"
     records = RecordFile(Path(cfg.results_dir) / f"{run_id}.jsonl")
-    values = [v for v in grid if not records.has(v)]
-    if not values:
+    groups = _pending(method, grid, records)
+    if not groups:
         log.info("%s: every knob value is already recorded in %s", run_id, records.path)
     logger: Logger = make_logger(cfg.logger, output_dir or Path(cfg.results_dir) / run_id, ident, run_id)
     logger.log_config(ident)
     try:
-        _train_and_evaluate(cfg, method, reference, data, values, records, logger, run_id, config_hash, ident)
+        _train_and_evaluate(cfg, method, reference, data, groups, records, logger, run_id, config_hash, ident)
     finally:
         logger.finish()
     if records.records:
@@ -95,29 +96,47 @@ def run(cfg: RootConfig, output_dir: Optional[Path] = None) -> list[dict[str, An
     return records.records
 
 
+def _pending(method: Method, grid: list[Any], records: RecordFile) -> list[tuple[Any, list[Any]]]:
+    """What is left to do, as (training knob value, inference knob values to sweep on that model) pairs.
+
+    A training knob gives one model per value, swept over the second knob's grid if the method has one (else
+    evaluated once, with ``None``); an inference knob gives one model (value ``None``) swept over ``grid``."""
+    if method.knob is not None and method.knob.at == "train":
+        pairs = [(v, [e for e in method.infer_knob_values() if not records.has(v, e)]) for v in grid]
+        return [(v, sweep) for v, sweep in pairs if sweep]
+    sweep = [v for v in grid if not records.has(v)]
+    return [(None, sweep)] if sweep else []
+
+
+def _knob_fields(method: Method, train_value: Any, swept_value: Any) -> dict[str, Any]:
+    """The record's knob fields: ``knob``/``knob_value`` name the main knob; a second knob adds ``infer_knob*``."""
+    if method.knob is None:
+        return {"knob": None, "knob_at": None, "knob_value": None}
+    fields = {"knob": method.knob.name, "knob_at": method.knob.at,
+              "knob_value": train_value if method.knob.at == "train" else swept_value}
+    if method.infer_knob is not None:
+        fields |= {"infer_knob": method.infer_knob.name, "infer_knob_value": swept_value}
+    return fields
+
+
 def _train_and_evaluate(cfg: RootConfig, method: Method, reference: torch.nn.Module, data: TaskData,
-                        values: list[Any], records: RecordFile, logger: Logger, run_id: str, config_hash: str,
-                        ident: dict[str, Any]) -> None:
-    # a training knob gives one model per value; an inference knob one model for all values
-    per_value = method.knob is not None and method.knob.at == "train"
-    groups = [[v] for v in values] if per_value else [values] * bool(values)
+                        groups: list[tuple[Any, list[Any]]], records: RecordFile, logger: Logger, run_id: str,
+                        config_hash: str, ident: dict[str, Any]) -> None:
     key_base = stage_key_base(cfg, data.source)
     progress = cfg.progress
-    for group in groups:
+    for train_value, sweep in groups:
         seed_everything(cfg.seed)
-        train_value = group[0] if per_value else None  # what build and stages see: only a training knob
         model = method.build(load_backbone(cfg.model, cfg.seed), train_value)
         started = time.perf_counter()
         stages = train_stages(model, method.stages(model, train_value), data, cfg.train, key_base, cfg.cache_dir,
                               cfg.seed, logger, progress, cfg.eval.batch_size)
         log.info("trained in %.1f s (%s)", time.perf_counter() - started,
                  ", ".join(f"{s.name}: {'reused' if s.reused else 'trained'}" for s in stages))
-        for result in evaluate(method, model, reference, data, group, cfg.eval, progress):
+        for result in evaluate(method, model, reference, data, sweep, cfg.eval, progress):
             record = {
                 "run_id": run_id, "method": cfg.method.name, "method_version": method.version,
                 "task": cfg.task.name, "model": cfg.model.name, "seed": cfg.seed,
-                "knob": method.knob.name if method.knob else None, "knob_at": method.knob.at if method.knob else None,
-                **result,
+                **result, **_knob_fields(method, train_value, result["knob_value"]),
                 "train_seconds": sum(s.seconds for s in stages), "train_steps": sum(s.steps for s in stages),
                 "train_reused": all(s.reused for s in stages),
                 "train_peak_rss_mb": max((s.peak_rss_mb or 0.0 for s in stages), default=None) or None,

@@ -32,14 +32,11 @@ class PabeeConfig(MethodConfig):
             raise ValueError(f"method.regression_tol: must be > 0, got {self.regression_tol}")
 
 
-class PatienceRule:
+class PatienceRule(exits.ExitRule):
     """Per example: count consecutive layers whose answer equals the previous layer's; leave at ``patience``."""
 
     def __init__(self, regression_tol: float) -> None:
         self.tol = regression_tol
-
-    def start(self, rows: int) -> exits.State:
-        return {}
 
     def step(self, state: exits.State, z: torch.Tensor, layer: int, patience: int) -> tuple[exits.State, torch.Tensor]:
         regression = z.shape[-1] == 1

@@ -15,12 +15,14 @@ EXIT_METHODS = [m for m in list_methods() if issubclass(get_method(m), exits.Exi
 
 
 def test_the_exit_family_is_registered() -> None:
-    assert {"pabee", "deebert", "fastbert"} <= set(EXIT_METHODS)
+    assert {"pabee", "deebert", "fastbert", "dact"} <= set(EXIT_METHODS)
 
 
 def _setup(name: str, tmp_path, layers: int = 4):
     """A 4-layer random model whose classifiers are centred and scaled on the data, so that confidences and
-    answers vary across examples and layers (a random BERT's [CLS] barely depends on its input)."""
+    answers vary across examples and layers (a random BERT's [CLS] barely depends on its input); DACT's
+    halting units start low, so that its bound lets examples go at different layers. Returns the grid that
+    ``sweep`` takes: the inference knob's."""
     cfg = make_config(f"method={name}", "model=tiny", f"model.random.num_hidden_layers={layers}")
     method = get_method(name)(cfg.method, cfg.task)
     torch.manual_seed(0)
@@ -29,11 +31,15 @@ def _setup(name: str, tmp_path, layers: int = 4):
     with torch.no_grad():
         zs, _ = exits.all_logits(model, next(iter(data.loader(data.dev["validation"], 24))))
         for i, z in enumerate(zs):
-            head = model.head_at(i)[1].classifier
+            step = model.head_at(i)[1]
+            head = (step.out if hasattr(step, "halt") else step).classifier  # DACT: answer module and halting unit
+            z = z[:, :cfg.task.num_labels]
             scale = 1.5 / (z - head.bias).std(0).mean()
             head.weight.mul_(scale)
             head.bias.copy_(-((z - head.bias) * scale).mean(0))
-    return method, model, data, method.knob_values(layers)
+            if hasattr(step, "halt"):
+                step.halt.bias.fill_(-2.5)
+    return method, model, data, method.infer_knob_values() if method.infer_knob else method.knob_values(layers)
 
 
 @pytest.mark.parametrize("name", EXIT_METHODS)
