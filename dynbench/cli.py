@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -71,14 +72,28 @@ class FailureSummary(Callback):
             sys.exit(f"error: {len(failed)} job(s) of the multirun failed (see above); the others finished")
 
 
+def threads_per_job(launcher: DictConfig, cores: int) -> Optional[int]:
+    """Torch threads for one job of a local parallel launcher, so that jobs together use the cores once
+    (joblib's ``n_jobs``; -1 means one job per core); None where jobs do not share this machine's cores."""
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return None
+    jobs = int(launcher.get("n_jobs") or 1)
+    jobs = cores if jobs < 0 else jobs
+    return max(1, cores // max(1, jobs))
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     from dynbench.runner import run  # heavy imports after Hydra has parsed the command line
 
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    output_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        run(validate(cfg), output_dir)
+        config = validate(cfg)
+        if multirun and config.train.threads is None:
+            config.train.threads = threads_per_job(hydra_cfg.launcher, os.cpu_count() or 1)
+        run(config, output_dir)
     except DynbenchError as err:
         if not multirun:
             sys.exit(f"error: {err}")

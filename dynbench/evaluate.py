@@ -50,8 +50,9 @@ def _timing(method: Method, model: nn.Module, reference: nn.Module, data: TaskDa
 
 
 def _predict(method: Method, model: nn.Module, data: TaskData, splits: dict[str, Any], values: Sequence[Any],
-             batch_size: int, progress: bool) -> tuple[list[dict[str, dict[str, float]]], list[Trace]]:
-    """For each knob value: metrics per split and the concatenated trace, from one ``sweep`` per batch."""
+             batch_size: int, progress: bool) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray], list[Trace]]:
+    """For each knob value: the logits per split and the concatenated trace, from one ``sweep`` per batch;
+    and the labels per split."""
     logits: dict[str, list[list[np.ndarray]]] = {s: [[] for _ in values] for s in splits}
     labels: dict[str, list[np.ndarray]] = {s: [] for s in splits}
     traces: list[list[Trace]] = [[] for _ in values]
@@ -62,21 +63,24 @@ def _predict(method: Method, model: nn.Module, data: TaskData, splits: dict[str,
                 for j, out in enumerate(method.sweep(model, batch, values)):
                     logits[split][j].append(out.logits.float().numpy())
                     traces[j].append(out.trace)
-    by_value = [
-        {s: metrics.split_metrics(data.task, np.concatenate(logits[s][j]), np.concatenate(labels[s])) for s in splits}
-        for j in range(len(values))
-    ]
-    return by_value, [Trace.cat(t) for t in traces]
+    by_value = [{s: np.concatenate(logits[s][j]) for s in splits} for j in range(len(values))]
+    return by_value, {s: np.concatenate(v) for s, v in labels.items()}, [Trace.cat(t) for t in traces]
+
+
+def _metrics(data: TaskData, logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    return {s: metrics.split_metrics(data.task, logits[s], labels[s]) for s in logits}
 
 
 def evaluate(method: Method, model: nn.Module, reference: nn.Module, data: TaskData, values: Sequence[Any],
-             cfg: EvalConfig, progress: bool = False) -> list[dict[str, Any]]:
-    """One result dict per knob value: dev score and metrics, FLOPs, layers, tokens, exits and timings, plus
-    the score and FLOPs on the calibration split (held out from train) for choosing operating points."""
+             cfg: EvalConfig, progress: bool = False, seed: int = 0) -> list[dict[str, Any]]:
+    """One result dict per knob value: dev score, its bootstrap interval (seeded by ``seed``) and metrics,
+    FLOPs, layers, tokens, exits and timings, plus the score and FLOPs on the calibration split (held out
+    from train) for choosing operating points."""
     model.eval()
     reference.eval()
-    dev, dev_traces = _predict(method, model, data, data.dev, values, cfg.batch_size, progress)
-    calib, calib_traces = _predict(method, model, data, {"calib": data.calib}, values, cfg.batch_size, progress)
+    dev, dev_labels, dev_traces = _predict(method, model, data, data.dev, values, cfg.batch_size, progress)
+    calib, calib_labels, calib_traces = _predict(method, model, data, {"calib": data.calib}, values, cfg.batch_size,
+                                                 progress)
     cost, ref_cost = CostModel(model), CostModel(reference)
     depth = reference.backbone.num_layers
 
@@ -89,7 +93,7 @@ def evaluate(method: Method, model: nn.Module, reference: nn.Module, data: TaskD
 
     results = []
     for j, value in enumerate(values):
-        score, flat = metrics.score(data.task, dev[j])
+        score, flat = metrics.score(data.task, _metrics(data, dev[j], dev_labels))
         trace = dev_traces[j]
         method_flops, full_flops = flops(trace)
         calib_flops, calib_full = flops(calib_traces[j])
@@ -99,7 +103,9 @@ def evaluate(method: Method, model: nn.Module, reference: nn.Module, data: TaskD
             "tokens_mean": trace.tokens_mean.mean().item(),
             "exit_counts": torch.bincount(trace.exit_layer, minlength=depth + 1)[1:].tolist(),
             "eval_examples": len(trace.embed_tokens),
-            "calib_score": metrics.score(data.task, calib[j])[0], "calib_speedup_flops": calib_full / calib_flops,
+            "score_ci95": list(metrics.bootstrap_ci(data.task, dev[j], dev_labels, seed=seed)),
+            "calib_score": metrics.score(data.task, _metrics(data, calib[j], calib_labels))[0],
+            "calib_speedup_flops": calib_full / calib_flops,
         }
         if cfg.timing:
             # wall-clock runs on the first examples of the first dev set: their FLOPs speed-ups, for ratios

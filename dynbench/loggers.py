@@ -5,6 +5,7 @@ Named ``loggers`` so as not to shadow the standard library's ``logging``.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -51,23 +52,36 @@ class CsvLogger(Logger):
 
 
 class WandbLogger(Logger):
-    """Weights & Biases; ``WANDB_MODE=offline`` works without an account."""
+    """Weights & Biases: the config, training curves, each record's numbers as it comes, and at the end every
+    record in a table (``records``). ``WANDB_MODE=offline`` works without an account."""
 
     def __init__(self, cfg: LoggerConfig, config: dict[str, Any], name: str) -> None:
         try:
             import wandb
         except ImportError:
             raise DynbenchError("logger=wandb needs wandb: pip install wandb (or pip install -e '.[wandb]')") from None
+        self.wandb = wandb
         self.run = wandb.init(project=cfg.project, name=name, config=config)
+        self.records: list[dict[str, Any]] = []
 
     def log_metrics(self, values: dict[str, float], step: int) -> None:
-        self.run.log(values)
+        self.run.log(values | {"train/stage_step": step})  # wandb's own step keeps growing across stages
 
     def log_record(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
         self.run.log({f"record/{k}": v for k, v in record.items() if isinstance(v, (int, float))})
 
     def finish(self) -> None:
+        if self.records:
+            columns = sorted({k for r in self.records for k in r})
+            rows = [[_cell(r.get(c)) for c in columns] for r in self.records]
+            self.run.log({"records": self.wandb.Table(columns=columns, rows=rows)})
         self.run.finish()
+
+
+def _cell(value: Any) -> Any:
+    """A table cell: nested values (metrics, exit counts, config) as JSON text."""
+    return json.dumps(value, sort_keys=True, default=str) if isinstance(value, (dict, list)) else value
 
 
 def make_logger(cfg: LoggerConfig, folder: Path, config: dict[str, Any], name: str) -> Logger:

@@ -1,33 +1,49 @@
-"""Tables from records: every knob value's point, and each method's operating point at ≥ 99% of full.
+"""What a researcher reads, made from the records alone: tables, plots and one HTML page per results folder.
 
-Operating points are chosen on the calibration split (held out from train) and reported on dev, never
-chosen on dev (METHODS.md §0.4). Deterministic from the records; never retrains or re-evaluates.
+- Points: every knob value of every method, averaged over seeds (± std), with the bootstrap interval of
+  the dev score where there is one seed.
+- Benchmark table: per task and method, the score at fixed speed-ups read off the method's Pareto front,
+  the largest speed-up keeping ≥ 99% of the full model's score, and the normalised area under the front.
+  Operating points are chosen on the calibration split (held out from train) and reported on dev, never
+  chosen on dev (METHODS.md §0.4).
+- Plots per task: score against relative FLOPs (or measured latency), and where each method's examples exit.
 
-    python -m dynbench.report results/exits   # writes results/exits/summary.md and <task>_score_vs_flops.png
+Deterministic from the records (same records, same files); never trains or evaluates.
+
+    python -m dynbench.report results/exits [--axis flops|latency|both]
 """
 from __future__ import annotations
 
 import argparse
+import base64
+import html
 import json
 import sys
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
 
+from dynbench import pareto
 from dynbench.errors import DynbenchError
+from dynbench.method import list_methods
 
 matplotlib.use("Agg")  # files only, no display
 
 REQUIRED = ["method", "task", "model", "seed", "knob", "knob_value", "score", "flops", "flops_full", "speedup_flops"]
 RUN = ["task", "model", "seed"]
-CURVE_COLUMNS = ["task", "method", "knob", "knob_value", "score", "calib_score", "speedup_flops", "layers_mean",
-                 "speedup_latency_b1", "speedup_throughput_eval", "exit_counts"]
+POINT = ["task", "model", "budget_hash", "method", "knob", "knob_value", "infer_knob", "infer_knob_value"]
+MEANS = ["score", "calib_score", "speedup_flops", "calib_speedup_flops", "layers_mean", "tokens_mean",
+         "speedup_latency_b1", "speedup_throughput_eval"]
+FIXED_SPEEDUPS = (1.5, 2.0, 3.0)
+REFERENCES = ("full", "truncate")  # drawn as references on every plot
+PNG_METADATA = {"Software": None}  # no version stamp: the same records give the same bytes
 
 
 def load_records(folder: Path) -> pd.DataFrame:
     """Every record of every ``*.jsonl`` under ``folder``; a bad line is reported with its file and line."""
-    rows = []
+    rows, known = [], set(list_methods())
     for path in sorted(folder.rglob("*.jsonl")):
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():
@@ -39,20 +55,44 @@ def load_records(folder: Path) -> pd.DataFrame:
             missing = [f for f in REQUIRED if f not in record]
             if missing:
                 raise DynbenchError(f"{path}:{number}: record lacks {missing}")
+            if record["method"] not in known:
+                raise DynbenchError(f"{path}:{number}: unknown method {record['method']!r} (known: {sorted(known)})")
             rows.append(record)
     if not rows:
         raise DynbenchError(f"no records (*.jsonl) under {folder}")
+    frame = pd.DataFrame(rows)
+    for column in ("budget_hash", "infer_knob", "infer_knob_value", "limited"):
+        if column not in frame:
+            frame[column] = None
+    frame["budget_hash"] = frame["budget_hash"].fillna("")
+    return frame[frame.limited != True].reset_index(drop=True)  # noqa: E712  smoke runs are not results
+
+
+def points(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, model, budget, method, knob point): means and stds over seeds, seed count, and the
+    dev score's bootstrap interval when one seed made it."""
+    rows = []
+    for _, group in frame.groupby(POINT, sort=True, dropna=False):  # None (no knob) is a group of its own
+        first = frame.loc[group.index[0]]
+        row = {c: first[c] for c in POINT} | {"seeds": group.seed.nunique()}
+        for c in MEANS:
+            if c in frame:
+                values = pd.to_numeric(frame.loc[group.index, c], errors="coerce")
+                row[c] = values.mean()
+                row[f"{c}_std"] = values.std(ddof=1) if len(values) > 1 else np.nan
+        ci = first.get("score_ci95")
+        row["score_ci95"] = ci if row["seeds"] == 1 and isinstance(ci, list) else None
+        row["exit_counts"] = first.get("exit_counts")
+        row["rel_flops"] = 1.0 / row["speedup_flops"]
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
 def operating_points(frame: pd.DataFrame, keep: float = 0.99) -> pd.DataFrame:
-    """Per run and method: the knob value with the largest calibration FLOPs speed-up whose calibration score
+    """Per run and method: the knob point with the largest calibration FLOPs speed-up whose calibration score
     is ≥ ``keep`` × the full model's, with its dev figures and wall-clock/FLOPs speed-up ratios."""
     out = []
-    if "limited" in frame:
-        frame = frame[frame.limited != True]  # noqa: E712  smoke runs never make operating points
-    group = RUN + (["budget_hash"] if "budget_hash" in frame else [])  # never mix training budgets
-    for key, run in frame.groupby(group):
+    for key, run in frame.groupby(RUN + ["budget_hash"]):  # never mix training budgets
         full = run[run.method == "full"]
         if full.empty or "calib_score" not in run:
             continue
@@ -62,8 +102,9 @@ def operating_points(frame: pd.DataFrame, keep: float = 0.99) -> pd.DataFrame:
             if ok.empty:
                 continue
             best = ok.sort_values(["calib_speedup_flops", "calib_score"], ascending=False).iloc[0]
-            point = dict(zip(group, key)) | {
-                "method": method, "knob": best.knob, "knob_value": best.knob_value, "score": best.score,
+            point = dict(zip(RUN + ["budget_hash"], key)) | {
+                "method": method, "knob": best.knob, "knob_value": best.knob_value,
+                "infer_knob_value": best.infer_knob_value, "score": best.score,
                 "score_vs_full": best.score / full_dev, "speedup_flops": best.speedup_flops,
             }
             # wall-clock speed-up over the FLOPs speed-up of the same (timed) examples
@@ -76,52 +117,166 @@ def operating_points(frame: pd.DataFrame, keep: float = 0.99) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def plot_curves(frame: pd.DataFrame, folder: Path) -> list[Path]:
-    """Per task: dev score against relative FLOPs, one curve per method (a point per knob value)."""
+def benchmark_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per task, model, budget and method: score at each fixed speed-up (on the front of the seed-averaged
+    points), the area under the front, and the operating point (mean ± std over seeds)."""
+    pts, ops = points(frame), operating_points(frame)
+    rows = []
+    for (task, model, budget), group in pts.groupby(["task", "model", "budget_hash"]):
+        full = group[group.method == "full"]
+        full_score = full.score.iloc[0] if not full.empty else np.nan
+        for method, curve in group.groupby("method"):
+            row = {"task": task, "model": model, "method": method, "points": len(curve), "seeds": curve.seeds.max()}
+            for s in FIXED_SPEEDUPS:
+                row[f"score@{s:g}x"] = pareto.score_at(curve.speedup_flops, curve.score, s)
+            row["area"] = pareto.area(curve.speedup_flops, curve.score, full_score) if pd.notna(full_score) else np.nan
+            op = ops[(ops.task == task) & (ops.model == model) & (ops.budget_hash == budget) & (ops.method == method)] \
+                if not ops.empty else ops
+            if len(op):
+                row["speedup@99%"] = op.speedup_flops.mean()
+                row["speedup@99%_std"] = op.speedup_flops.std(ddof=1) if len(op) > 1 else np.nan
+                row["score@99%"] = op.score.mean()
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _png(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=120, bbox_inches="tight", metadata=PNG_METADATA)
+    return path
+
+
+def plot_curves(frame: pd.DataFrame, folder: Path, axis: str = "flops") -> list[Path]:
+    """Per task: dev score against relative FLOPs (``axis="flops"``) or relative batch-1 latency
+    (``"latency"``): every point faint, each method's Pareto front as a line, ± std bands across seeds, the
+    full model as a star and a dotted line, static truncation dashed."""
     import matplotlib.pyplot as plt
 
+    speed = {"flops": "speedup_flops", "latency": "speedup_latency_b1"}[axis]
+    label = {"flops": "FLOPs per example", "latency": "latency at batch 1 (measured)"}[axis]
     paths = []
-    for task, rows in frame.groupby("task"):
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        for method, points in sorted(rows.groupby("method"), key=lambda kv: kv[0]):
-            points = points.assign(rel=points.flops / points.flops_full).sort_values("rel")
-            style = {"marker": "*", "markersize": 14, "linestyle": "none"} if len(points) == 1 else {"marker": "o"}
-            ax.plot(points.rel, points.score, label=method, **style)
-        ax.set_xlabel("FLOPs per example, relative to the full model")
+    pts = points(frame)
+    for task, rows in pts.groupby("task"):
+        fig, ax = plt.subplots(figsize=(7, 4.6))
+        for i, (method, curve) in enumerate(sorted(rows.groupby("method"), key=lambda kv: kv[0])):
+            curve = curve[curve[speed].notna()]
+            if curve.empty:
+                continue
+            color = f"C{i}"
+            x = 1.0 / curve[speed]
+            if method == "full":
+                ax.plot(x, curve.score, "*", color=color, markersize=14, label="full")
+                ax.axhline(curve.score.iloc[0], color=color, linestyle=":", linewidth=1)
+                continue
+            ax.plot(x, curve.score, "o", color=color, alpha=0.35, markersize=4)
+            idx = pareto.front(curve[speed], curve.score)
+            on = curve.iloc[idx]
+            ax.plot(1.0 / on[speed], on.score, marker="o", color=color, markersize=5, label=method,
+                    linestyle="--" if method in REFERENCES else "-")
+            if on.seeds.max() > 1:
+                std = on.score_std.fillna(0)
+                ax.fill_between(1.0 / on[speed], on.score - std, on.score + std, color=color, alpha=0.15)
+        ax.set_xlabel(f"{label}, relative to the full model")
         ax.set_ylabel("dev score (primary metric)")
-        ax.set_title(f"{task}: score vs compute")
+        ax.set_title(f"{task}: score vs {axis}")
         ax.grid(alpha=0.3)
-        ax.legend()
-        path = folder / f"{task}_score_vs_flops.png"
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        ax.legend(fontsize=8)
+        paths.append(_png(fig, folder / f"{task}_score_vs_{axis}.png"))
         plt.close(fig)
-        paths.append(path)
     return paths
 
 
-def summary(frame: pd.DataFrame) -> str:
-    curve = frame[[c for c in CURVE_COLUMNS if c in frame]].sort_values(["task", "method", "speedup_flops"])
-    points = operating_points(frame)
-    fmt = lambda f: f.to_markdown(index=False, floatfmt=".4g")  # noqa: E731
-    text = "# Points (every knob value; scores on dev)\n\n" + fmt(curve)
-    if not points.empty:
-        text += "\n\n# Operating points (≥ 99% of full's score, chosen on the calibration split, reported on dev)\n\n"
-        text += fmt(points)
-    return text + "\n"
+def plot_exits(frame: pd.DataFrame, folder: Path) -> list[Path]:
+    """Per task: for each adaptive method, the share of dev examples leaving at each layer, one row per knob
+    point (slowest at the top)."""
+    import matplotlib.pyplot as plt
+
+    paths = []
+    pts = points(frame)
+    for task, rows in pts.groupby("task"):
+        methods = [(m, c) for m, c in sorted(rows.groupby("method"), key=lambda kv: kv[0])
+                   if m not in REFERENCES and c.exit_counts.notna().all()]
+        if not methods:
+            continue
+        fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.6), squeeze=False)
+        for ax, (method, curve) in zip(axes[0], methods):
+            curve = curve.sort_values("speedup_flops")
+            counts = np.array(curve.exit_counts.tolist(), dtype=float)
+            ax.imshow(counts / counts.sum(1, keepdims=True), aspect="auto", cmap="Blues", vmin=0, vmax=1)
+            ax.set_xticks(range(counts.shape[1]), [str(i + 1) for i in range(counts.shape[1])])
+            ax.set_yticks(range(len(curve)), [_knob_label(r) for r in curve.itertuples()], fontsize=6)
+            ax.set_xlabel("exit layer")
+            ax.set_title(method, fontsize=9)
+        fig.suptitle(f"{task}: where examples exit (share per knob point)")
+        paths.append(_png(fig, folder / f"{task}_exits.png"))
+        plt.close(fig)
+    return paths
+
+
+def _knob_label(row) -> str:
+    label = f"{row.knob_value:g}" if isinstance(row.knob_value, float) else str(row.knob_value)
+    if row.infer_knob_value not in (None, "None") and pd.notna(row.infer_knob_value):
+        label += f"/{row.infer_knob_value:g}"
+    return label
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    return frame.to_markdown(index=False, floatfmt=".4g") if not frame.empty else "(none)"
+
+
+def write_report(folder: Path, axes: tuple[str, ...] = ("flops",)) -> dict[str, str]:
+    """Writes the tables (Markdown and CSV), the plots and ``report.html`` into ``folder``; returns the tables."""
+    frame = load_records(folder)
+    tables = {"benchmark": benchmark_table(frame), "operating_points": operating_points(frame),
+              "points": points(frame).drop(columns=["rel_flops"])}
+    for name, table in tables.items():
+        table.to_csv(folder / f"{name}.csv", index=False, float_format="%.6g")
+    text = "".join(f"# {title}\n\n{_markdown(tables[name])}\n\n" for name, title in (
+        ("benchmark", f"Benchmark: score at {', '.join(f'{s:g}x' for s in FIXED_SPEEDUPS)} FLOPs speed-up (Pareto "
+                      "front, dev), speed-up at >= 99% of full (chosen on calibration), normalised area"),
+        ("operating_points", "Operating points (>= 99% of full's score, chosen on the calibration split, reported on dev)"),
+        ("points", "Points (every knob value; dev scores; mean over seeds)")))
+    (folder / "summary.md").write_text(text)
+    plots = [p for a in axes for p in plot_curves(frame, folder, a)] + plot_exits(frame, folder)
+    (folder / "report.html").write_text(_html(folder.name, tables, plots, frame))
+    return {name: _markdown(t) for name, t in tables.items()}
+
+
+def _html(title: str, tables: dict[str, pd.DataFrame], plots: list[Path], frame: pd.DataFrame) -> str:
+    """One self-contained page: tables, plots inlined as base64, and the config of every run."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>dynbench: {html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
+             "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}</style></head><body>",
+             f"<h1>dynbench report: {html.escape(title)}</h1>"]
+    for name, table in tables.items():
+        parts.append(f"<h2>{name.replace('_', ' ')}</h2>" + table.to_html(index=False, float_format=lambda v: f"{v:.4g}",
+                                                                           na_rep=""))
+    parts.append("<h2>plots</h2>")
+    for path in plots:
+        data = base64.b64encode(path.read_bytes()).decode()
+        parts.append(f"<figure><img alt='{path.name}' src='data:image/png;base64,{data}'>"
+                     f"<figcaption>{path.name}</figcaption></figure>")
+    parts.append("<h2>runs and their configs</h2>")
+    if "config" in frame:
+        runs = frame.drop_duplicates("run_id") if "run_id" in frame else frame
+        for row in runs.sort_values(list(runs.columns.intersection(["run_id"])) or ["method"]).itertuples():
+            config = json.dumps(row.config, indent=1, sort_keys=True, default=str)
+            parts.append(f"<details><summary>{html.escape(str(getattr(row, 'run_id', row.method)))}</summary>"
+                         f"<pre>{html.escape(config)}</pre></details>")
+    return "\n".join(parts) + "\n</body></html>\n"
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Tables from dynbench records.")
+    ap = argparse.ArgumentParser(description="Tables, plots and an HTML page from dynbench records.")
     ap.add_argument("folder", type=Path)
+    ap.add_argument("--axis", choices=["flops", "latency", "both"], default="both",
+                    help="speed-up axis of the score plots: relative FLOPs, measured batch-1 latency, or both")
     args = ap.parse_args(argv)
     try:
-        frame = load_records(args.folder)
+        tables = write_report(args.folder, ("flops", "latency") if args.axis == "both" else (args.axis,))
     except DynbenchError as err:
         sys.exit(f"error: {err}")
-    text = summary(frame)
-    (args.folder / "summary.md").write_text(text)
-    plot_curves(frame, args.folder)
-    print(text)
+    print(tables["benchmark"] + "\n\n" + tables["operating_points"])
+    print(f"\nwrote {args.folder / 'summary.md'}, *.csv, *.png and {args.folder / 'report.html'}")
 
 
 if __name__ == "__main__":

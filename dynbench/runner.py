@@ -132,7 +132,7 @@ def _train_and_evaluate(cfg: RootConfig, method: Method, reference: torch.nn.Mod
                               cfg.seed, logger, progress, cfg.eval.batch_size)
         log.info("trained in %.1f s (%s)", time.perf_counter() - started,
                  ", ".join(f"{s.name}: {'reused' if s.reused else 'trained'}" for s in stages))
-        for result in evaluate(method, model, reference, data, sweep, cfg.eval, progress):
+        for result in evaluate(method, model, reference, data, sweep, cfg.eval, progress, cfg.seed):
             record = {
                 "run_id": run_id, "method": cfg.method.name, "method_version": method.version,
                 "task": cfg.task.name, "model": cfg.model.name, "seed": cfg.seed,

@@ -1,12 +1,15 @@
-"""Operating points from records: chosen on the calibration split, reported on dev; bad records named."""
+"""The report from records: Pareto fronts and the numbers read off them, operating points chosen on the
+calibration split and reported on dev, seeds, plots and the HTML page; bad records named."""
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
+from dynbench import pareto
 from dynbench.errors import DynbenchError
-from dynbench.report import load_records, operating_points, plot_curves, summary
+from dynbench.report import benchmark_table, load_records, main, operating_points, plot_curves, points
 
 
 def _record(method: str, knob_value, score: float, calib: float, speedup: float) -> dict:
@@ -29,9 +32,57 @@ def test_operating_point_is_chosen_on_calibration_and_reported_on_dev(tmp_path) 
     assert point["knob_value"] == 2 and point["score"] == 0.70 and point["speedup_flops"] == 2.0
     assert point["score_vs_full"] == pytest.approx(0.875)
     assert point["speedup_latency_b1_over_flops"] == pytest.approx(0.9)
-    assert "Operating points" in summary(load_records(tmp_path))
     [png] = plot_curves(load_records(tmp_path), tmp_path)
     assert png.name == "mrpc_score_vs_flops.png" and png.stat().st_size > 10_000
+
+
+def test_pareto_front_interpolation_and_area_on_hand_made_points() -> None:
+    speedup = np.array([1.0, 1.5, 2.0, 1.4, 4.0, 4.0])
+    score = np.array([0.80, 0.79, 0.70, 0.75, 0.50, 0.40])
+    assert pareto.front(speedup, score).tolist() == [0, 1, 2, 4]  # 1.4x/0.75 and 4x/0.40 are beaten
+    assert pareto.score_at(speedup, score, 1.75) == pytest.approx(0.745)  # halfway between 1.5x and 2x
+    assert pareto.score_at(speedup, score, 3.0) == pytest.approx(0.60)
+    assert pareto.score_at(speedup, score, 0.5) == pytest.approx(0.80)  # slower than every point: the best
+    assert np.isnan(pareto.score_at(speedup, score, 5.0))  # never extrapolated
+    # best reachable score over relative FLOPs: 0.5 on [1/4, 1/2), 0.7 on [1/2, 2/3), 0.79 on [2/3, 1)
+    expected = (0.5 * 0.25 + 0.7 * (2 / 3 - 0.5) + 0.79 * (1 - 2 / 3)) / 0.8
+    assert pareto.area(speedup, score, 0.8) == pytest.approx(expected)
+    assert pareto.area(np.array([1.0]), np.array([0.8]), 0.8) == 0.0
+
+
+def _curve(seed: int, shift: float) -> list[dict]:
+    base = {"seed": seed, "budget_hash": "b1", "run_id": f"r{seed}", "config": {"seed": seed}}
+    return [_record("full", None, 0.80 + shift, 0.80, 1.0) | base | {"exit_counts": [0, 0, 2]},
+            *[_record("pabee", k, score + shift, score, speedup) | base | {"exit_counts": counts}
+              for k, score, speedup, counts in [(1, 0.60, 3.0, [2, 0, 0]), (2, 0.76, 2.0, [1, 1, 0]),
+                                                (3, 0.80, 1.2, [0, 1, 1])]]]
+
+
+def test_benchmark_table_reads_fixed_speedups_off_the_seed_averaged_front(tmp_path) -> None:
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _curve(1, 0.0) + _curve(2, 0.02)))
+    frame = load_records(tmp_path)
+    pts = points(frame)
+    pabee2 = pts[(pts.method == "pabee") & (pts.knob_value == 2)].iloc[0]
+    assert pabee2.seeds == 2 and pabee2.score == pytest.approx(0.77) and pabee2.score_std == pytest.approx(0.01414, rel=1e-3)
+    row = benchmark_table(frame).set_index("method").loc["pabee"]
+    assert row["score@1.5x"] == pytest.approx(0.81 + (0.77 - 0.81) * (1.5 - 1.2) / 0.8)
+    assert row["score@2x"] == pytest.approx(0.77) and row["score@3x"] == pytest.approx(0.61)
+    assert row["speedup@99%"] == pytest.approx(1.2)  # only k=3 keeps 99% on calibration, in both seeds
+    assert row["area"] == pytest.approx((0.61 * (0.5 - 1 / 3) + 0.77 * (1 / 1.2 - 0.5) + 0.81 * (1 - 1 / 1.2)) / 0.81)
+
+
+def test_report_writes_tables_plots_and_a_self_contained_page_deterministically(tmp_path, capsys) -> None:
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _curve(1, 0.0)))
+    main([str(tmp_path)])
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix != ".jsonl"}
+    assert {"summary.md", "benchmark.csv", "points.csv", "operating_points.csv", "report.html",
+            "mrpc_score_vs_flops.png", "mrpc_score_vs_latency.png", "mrpc_exits.png"} <= set(files)
+    page = files["report.html"].decode()
+    for png in ("mrpc_score_vs_flops.png", "mrpc_score_vs_latency.png", "mrpc_exits.png"):
+        assert f"alt='{png}' src='data:image/png;base64," in page and len(files[png]) > 5_000
+    assert "<summary>r1</summary>" in page  # each run's config
+    main([str(tmp_path)])
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix != ".jsonl"} == files
 
 
 def test_bad_records_name_the_file_and_line(tmp_path) -> None:
@@ -40,4 +91,7 @@ def test_bad_records_name_the_file_and_line(tmp_path) -> None:
         load_records(tmp_path)
     (tmp_path / "bad.jsonl").write_text(json.dumps({"method": "full"}) + "\n")
     with pytest.raises(DynbenchError, match=r"bad.jsonl:1: record lacks \['task'"):
+        load_records(tmp_path)
+    (tmp_path / "bad.jsonl").write_text(json.dumps(_record("fullish", None, 0.8, 0.9, 1.0)) + "\n")
+    with pytest.raises(DynbenchError, match=r"bad.jsonl:1: unknown method 'fullish'"):
         load_records(tmp_path)
