@@ -26,8 +26,12 @@ FAMILIES = ("bert", "roberta", "albert")
 
 
 def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``[B, T]`` 1/0 mask → ``[B, 1, 1, T]`` additive mask, valid for eager and SDPA attention alike."""
-    return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+    """``[B, T]`` mask → ``[B, 1, 1, T]`` additive mask, valid for eager and SDPA attention alike.
+
+    A 1/0 mask gives 0 / the dtype's minimum. Weights in (0, 1) (soft token gates) add ``log w`` to the
+    scores, so a key's attention is scaled by ``w``: at 0 and 1 this is exactly absent and present."""
+    m = mask[:, None, None, :].to(dtype)
+    return torch.where(m > 0, m.clamp_min(torch.finfo(dtype).tiny).log(), torch.finfo(dtype).min)
 
 
 class Backbone(nn.Module):
@@ -71,6 +75,21 @@ class Backbone(nn.Module):
             groups = self.model.encoder.albert_layer_groups
             return groups[i * len(groups) // self.num_layers](h, bias)
         return self.model.encoder.layer[i](h, attention_mask=bias)
+
+    def layer_with_attention(self, i: int, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``layer(i)`` with eager attention, also returning its attention probabilities ``[B, heads, T, T]``
+        (what token-selection methods score tokens by)."""
+        if self.family == "albert":
+            raise DynbenchError("token selection reads per-layer attention, which dynbench wires for bert and roberta "
+                                "only; use model=minilm, bert-base or roberta-base")
+        seen: list[torch.Tensor] = []
+        hook = self.model.encoder.layer[i].attention.self.register_forward_hook(lambda m, a, out: seen.append(out[1]))
+        try:
+            with self.eager_attention():
+                h = self.layer(i, h, mask)
+        finally:
+            hook.remove()
+        return h, seen[0]
 
     def pool(self, h: torch.Tensor) -> torch.Tensor:
         """The pretrained pooler on ``[CLS]``: ``[B, T, d]`` → ``[B, d]``."""

@@ -50,12 +50,14 @@ def _timing(method: Method, model: nn.Module, reference: nn.Module, data: TaskDa
 
 
 def _predict(method: Method, model: nn.Module, data: TaskData, splits: dict[str, Any], values: Sequence[Any],
-             batch_size: int, progress: bool) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray], list[Trace]]:
-    """For each knob value: the logits per split and the concatenated trace, from one ``sweep`` per batch;
-    and the labels per split."""
+             batch_size: int, progress: bool) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray], list[Trace],
+                                                       list[float]]:
+    """For each knob value: the logits per split, the concatenated trace and the padding overhead at this
+    batch size (token slots run over real tokens, − 1), from one ``sweep`` per batch; and the labels."""
     logits: dict[str, list[list[np.ndarray]]] = {s: [[] for _ in values] for s in splits}
     labels: dict[str, list[np.ndarray]] = {s: [] for s in splits}
     traces: list[list[Trace]] = [[] for _ in values]
+    slots = [0] * len(values)
     with torch.no_grad():
         for split, ds in splits.items():
             for batch in tqdm(data.loader(ds, batch_size), desc=f"eval {split}", disable=not progress, leave=False):
@@ -63,8 +65,11 @@ def _predict(method: Method, model: nn.Module, data: TaskData, splits: dict[str,
                 for j, out in enumerate(method.sweep(model, batch, values)):
                     logits[split][j].append(out.logits.float().numpy())
                     traces[j].append(out.trace)
+                    slots[j] += out.trace.padded_slots()
     by_value = [{s: np.concatenate(logits[s][j]) for s in splits} for j in range(len(values))]
-    return by_value, {s: np.concatenate(v) for s, v in labels.items()}, [Trace.cat(t) for t in traces]
+    merged = [Trace.cat(t) for t in traces]
+    overhead = [n / max(1, int(t.layer_tokens.sum())) - 1 for n, t in zip(slots, merged)]
+    return by_value, {s: np.concatenate(v) for s, v in labels.items()}, merged, overhead
 
 
 def _metrics(data: TaskData, logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
@@ -78,9 +83,9 @@ def evaluate(method: Method, model: nn.Module, reference: nn.Module, data: TaskD
     from train) for choosing operating points."""
     model.eval()
     reference.eval()
-    dev, dev_labels, dev_traces = _predict(method, model, data, data.dev, values, cfg.batch_size, progress)
-    calib, calib_labels, calib_traces = _predict(method, model, data, {"calib": data.calib}, values, cfg.batch_size,
-                                                 progress)
+    dev, dev_labels, dev_traces, padding = _predict(method, model, data, data.dev, values, cfg.batch_size, progress)
+    calib, calib_labels, calib_traces, _ = _predict(method, model, data, {"calib": data.calib}, values, cfg.batch_size,
+                                                    progress)
     cost, ref_cost = CostModel(model), CostModel(reference)
     depth = reference.backbone.num_layers
 
@@ -100,7 +105,8 @@ def evaluate(method: Method, model: nn.Module, reference: nn.Module, data: TaskD
         result = {
             "knob_value": value, "score": score, "metrics": flat, "flops": method_flops, "flops_full": full_flops,
             "speedup_flops": full_flops / method_flops, "layers_mean": trace.layers_run.double().mean().item(),
-            "tokens_mean": trace.tokens_mean.mean().item(),
+            "tokens_mean": trace.tokens_mean.mean().item(), "padding_overhead_eval": padding[j],
+            "tokens_per_layer": trace.layer_tokens.double().mean(0).tolist(),
             "exit_counts": torch.bincount(trace.exit_layer, minlength=depth + 1)[1:].tolist(),
             "eval_examples": len(trace.embed_tokens),
             "score_ci95": list(metrics.bootstrap_ci(data.task, dev[j], dev_labels, seed=seed)),

@@ -51,6 +51,7 @@ class Stage:
     loss: Callable[[nn.Module, Batch], torch.Tensor]
     predict: Optional[Callable[[nn.Module, Batch], torch.Tensor]] = None  # logits used to keep the best epoch
     lr_scale: float = 1.0
+    lr_scales: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> extra lr multiple
     saves: Sequence[str] = field(default_factory=lambda: ("",))  # state-dict prefixes this stage determines
 
 

@@ -42,6 +42,12 @@ class Trace:
         idx = torch.arange(1, ran.shape[1] + 1).expand_as(ran)
         return (idx * ran).max(1).values
 
+    def padded_slots(self) -> int:
+        """Token slots that ran if this trace is one batch: per layer, the rows that ran it times the longest
+        of them (rows and tokens that left are trimmed, padding up to the longest remaining row is not)."""
+        ran = self.layer_tokens > 0
+        return int((ran.sum(0) * self.layer_tokens.max(0).values).sum())
+
     def first(self, n: int) -> "Trace":
         """The trace of the first ``n`` examples."""
         return Trace(self.embed_tokens[:n], self.layer_tokens[:n], {k: v[:n] for k, v in self.head_tokens.items()})

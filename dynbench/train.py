@@ -82,14 +82,20 @@ def _load_checkpoint(model: nn.Module, folder: Path) -> Optional[dict[str, Any]]
         return None
 
 
-def _param_groups(model: nn.Module, params: list[nn.Parameter], weight_decay: float) -> list[dict]:
-    """Weight decay on weights only, not on biases and LayerNorms (the BERT convention)."""
+def _param_groups(model: nn.Module, params: list[nn.Parameter], weight_decay: float, lr: float,
+                  lr_scales: dict[str, float]) -> list[dict]:
+    """Weight decay on weights only, not on biases and LayerNorms (the BERT convention); parameters whose
+    name starts with a prefix in ``lr_scales`` train at that multiple of ``lr`` (e.g. token gates)."""
     wanted = {id(p) for p in params}
-    decay, plain = [], []
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if id(p) in wanted:
-            (plain if "bias" in name or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+            plain = "bias" in name or "LayerNorm" in name or "layer_norm" in name
+            scale = next((v for k, v in lr_scales.items() if name.startswith(k)), 1.0)
+            groups.setdefault((plain, scale), []).append(p)
+    order = sorted(groups, key=lambda key: (key[1] != 1.0, key[0], key[1]))  # decay, plain, then scaled groups
+    return [{"params": groups[key], "weight_decay": 0.0 if key[0] else weight_decay, "lr": lr * key[1]}
+            for key in order]
 
 
 @torch.no_grad()
@@ -124,8 +130,9 @@ class _Run:
         self.model, self.stage, self.data, self.cfg, self.folder = model, stage, data, cfg, folder
         self.seed, self.logger, self.progress, self.eval_batch_size = seed, logger, progress, eval_batch_size
         self.params = stage.trainable(model)
-        self.optimizer = torch.optim.AdamW(_param_groups(model, self.params, cfg.weight_decay), lr=cfg.lr * stage.lr_scale,
-                                           fused=True)
+        lr = cfg.lr * stage.lr_scale
+        self.optimizer = torch.optim.AdamW(_param_groups(model, self.params, cfg.weight_decay, lr, stage.lr_scales),
+                                           lr=lr, fused=True)
         self.steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
         self.total = math.ceil(self.steps_per_epoch * cfg.epochs)
         if cfg.max_steps:

@@ -1,0 +1,24 @@
+"""Shared pieces of the token-reduction methods (METHODS.md §1, §5): ranking tokens by the attention they
+received, so a selector can decide per example which tokens go on. Removal itself is ``LiveBatch.keep_tokens``.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def attention_received(attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[b, t]`` significance of each token: the attention it received from the other present tokens,
+    averaged over heads (PoWER-BERT's score); ``[CLS]`` scores +inf and padding -inf, so ``[CLS]`` ranks
+    first and padding last."""
+    present = mask.bool()
+    probs = attention.mean(1) * present[:, :, None]  # [b, query, key], present queries only
+    received = probs.sum(1) - probs.diagonal(dim1=1, dim2=2)  # Σ_{j≠i} A[j, i]
+    received = received.masked_fill(~present, float("-inf"))
+    received[:, 0] = float("inf")
+    return received
+
+
+def ranks(scores: torch.Tensor) -> torch.Tensor:
+    """``[b, t]`` rank of each token by descending score (0 = most significant; ties keep input order)."""
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    return torch.argsort(order, dim=1)

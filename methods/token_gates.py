@@ -1,0 +1,132 @@
+"""Token gates with a bi-modal regularizer (Jeong & Kwak 2021; METHODS.md §1).
+
+Before each of layers 2..L, the tokens present are ranked by the attention they received in the previous
+layer (``[CLS]`` first, as PoWER-BERT does), and the token at rank r meets that layer's gate ``g_l[r]``, one
+trainable value in [0, 1] per rank, initialised at 1 (training starts from the fine-tuned model). Loss:
+
+    task loss + lambda · Σ_l l · mean_x(Σ_tokens g / n) + beta · Σ_l mean_x(Σ_tokens g (1 − g) / n)
+
+The cost term pushes gates towards 0 (harder on deeper layers, as PoWER-BERT); the bi-modal term vanishes only
+at 0 and 1, so gates end binary and the hard inference rule matches training. At inference a token whose
+gate is < 0.5 leaves the sequence for good (``LiveBatch.keep_tokens``); the next layers run on fewer tokens.
+
+Choices of dynbench where the paper's method section is not public (METHODS.md §1 marks them unverified):
+- A soft gate scales its token's attention as a key (``log g`` added to the attention scores), cumulated over
+  layers, rather than multiplying the token's vector. At g in {0, 1} this is exactly removal, so the soft
+  model trained is the hard model run; kept tokens keep their (near 1) weight at inference too.
+- Both terms are normalised by the example's length, so ``lambda`` is a weight on the fraction of tokens
+  kept; the default grid spans that scale (provisional: not yet tuned on real data).
+- Two stages (default): the cached plain fine-tune, then gates and backbone together, the gates at
+  ``gate_lr_scale`` × the lr (PoWER-BERT: 1e-4..1e-2 for its retention parameters, 2e-5..6e-5 for BERT).
+  ``two_stage=false`` trains gates and backbone together from the pretrained checkpoint.
+- Ranks are scored with eager attention (SDPA does not return its probabilities); FLOPs are the same.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from dynbench import tokens
+from dynbench.backbone import Backbone
+from dynbench.config import MethodConfig
+from dynbench.heads import PoolerHead
+from dynbench.live import LiveBatch
+from dynbench.method import Batch, Knob, Method, Output, Stage, register_method, task_loss
+from methods.full import plain_finetune
+
+LAMBDA_GRID = [0.0, 0.01, 0.03, 0.1, 0.3, 1.0]
+
+
+@dataclass
+class TokenGatesConfig(MethodConfig):
+    beta: float = 0.1  # weight of the bi-modal term (fixed across the lambda grid, recorded)
+    gate_lr_scale: float = 100.0  # the gates' lr over the backbone's
+    two_stage: bool = True  # start from the cached plain fine-tune (else from the pretrained backbone)
+
+    def __post_init__(self) -> None:
+        if self.knobs is not None and (not self.knobs or any(not 0 <= v < float("inf") for v in self.knobs)):
+            raise ValueError(f"method.knobs: sparsity weights lambda must be finite and >= 0, got {self.knobs}")
+        if not 0 <= self.beta < float("inf"):
+            raise ValueError(f"method.beta: must be finite and >= 0, got {self.beta}")
+        if not self.gate_lr_scale > 0:
+            raise ValueError(f"method.gate_lr_scale: must be > 0, got {self.gate_lr_scale}")
+
+
+class GatedClassifier(nn.Module):
+    """The backbone, its final head (as ``PlainClassifier``, so the plain fine-tune loads) and ``gates
+    [L − 1, ranks]``: row l − 2 gates the input of layer l."""
+
+    def __init__(self, backbone: Backbone, num_labels: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = PoolerHead(backbone, num_labels)
+        self.gates = nn.Parameter(torch.ones(backbone.num_layers - 1, backbone.config.max_position_embeddings))
+
+    def gate_values(self) -> torch.Tensor:
+        """The gates clamped to [0, 1], with the identity's gradient (a gate pushed past a bound comes back)."""
+        return self.gates + (self.gates.clamp(0, 1) - self.gates).detach()
+
+
+@dataclass
+class GatedOutput(Output):
+    kept: list[torch.Tensor]  # per gated layer: [b] mean gate over the example's tokens (the cost term)
+    bimodal: list[torch.Tensor]  # per gated layer: [b] mean g (1 − g)
+
+
+def gated_forward(model: GatedClassifier, batch: Batch, hard: bool) -> GatedOutput:
+    """Soft gates (``hard=False``, training) or hard ones, where closed tokens leave the sequence."""
+    live = LiveBatch(model.backbone, batch)
+    gates, last = model.gate_values(), model.backbone.num_layers - 1
+    kept, bimodal = [], []
+    while not live.done:
+        layer = live.next_layer
+        if layer > 0:
+            rank = tokens.ranks(tokens.attention_received(live.attention, live.mask))
+            g = gates[layer - 1][rank.clamp(max=gates.shape[1] - 1)]
+            g = torch.where(rank == 0, torch.ones_like(g), g)  # [CLS] always goes on
+            present = live.mask.to(g.dtype)
+            kept.append((g * present).sum(1) / present.sum(1))
+            bimodal.append((g * (1 - g) * present).sum(1) / present.sum(1))
+            live.key_weights = g if live.key_weights is None else live.key_weights * g
+            if hard:
+                live.keep_tokens(g >= 0.5)
+        live.run_layer(attention=layer < last)
+    return GatedOutput(live.run_head("head", model.head), live.trace, kept, bimodal)
+
+
+def gates_loss(model: GatedClassifier, batch: Batch, lam: float, beta: float) -> torch.Tensor:
+    out = gated_forward(model, batch, hard=False)
+    cost = sum((layer + 2) * k.mean() for layer, k in enumerate(out.kept))  # layer l = 2..L weighs l
+    return task_loss(out.logits, batch["labels"]) + lam * cost + beta * sum(b.mean() for b in out.bimodal)
+
+
+@register_method("token_gates", config=TokenGatesConfig)
+class TokenGates(Method):
+    version = 1
+    knob = Knob("lambda", at="train")
+
+    def default_knobs(self, num_layers: int) -> list[Any]:
+        return list(LAMBDA_GRID)
+
+    def build(self, backbone: Backbone, knob_value: Any) -> nn.Module:
+        return GatedClassifier(backbone, self.task.num_labels)
+
+    def stages(self, model: nn.Module, lam: Any) -> list[Stage]:
+        cfg = self.cfg
+        gates = Stage(
+            name="token_gates",
+            signature={"stage": "token_gates", "lambda": float(lam), "beta": cfg.beta, "gate_lr_scale": cfg.gate_lr_scale,
+                       "two_stage": cfg.two_stage, "v": self.version},
+            trainable=lambda m: list(m.parameters()),
+            loss=lambda m, batch: gates_loss(m, batch, float(lam), cfg.beta),
+            predict=lambda m, batch: gated_forward(m, batch, hard=True).logits,
+            lr_scales={"gates": cfg.gate_lr_scale},
+        )
+        return [plain_finetune(model.backbone.num_layers), gates] if cfg.two_stage else [gates]
+
+    def infer(self, model: nn.Module, batch: Batch, knob_value: Any) -> Output:
+        out = gated_forward(model, batch, hard=True)
+        return Output(out.logits, out.trace)

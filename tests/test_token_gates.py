@@ -1,0 +1,133 @@
+"""Token reduction (METHODS.md §1h, issue 6): tokens really leave the sequence, exactly the ones the gates
+close, [CLS] stays, the short sequence gives what running it directly gives, FLOPs match the counter, the
+bi-modal regularizer on hand-made gates, all-open gates are the plain model, bad knobs."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dynbench import tokens
+from dynbench.backbone import load_backbone
+from dynbench.errors import DynbenchError
+from dynbench.flops import CostModel, count_flops
+from dynbench.live import LiveBatch
+from dynbench.method import get_method
+from dynbench.runner import run
+from methods.full import final_output
+from methods.token_gates import gated_forward, gates_loss
+from tests.conftest import make_config
+
+
+def _model(layers: int = 3):
+    cfg = make_config("method=token_gates", "model=tiny", f"model.random.num_hidden_layers={layers}")
+    torch.manual_seed(0)
+    return get_method("token_gates")(cfg.method, cfg.task).build(load_backbone(cfg.model, 0), 0.1).eval()
+
+
+def _batch(lengths: list[int], width: int = 10) -> dict[str, torch.Tensor]:
+    mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
+    ids = torch.randint(5, 100, mask.shape, generator=torch.Generator().manual_seed(1)) * mask
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.zeros(len(lengths), dtype=torch.long)}
+
+
+def test_keep_tokens_gathers_the_kept_tokens_in_order_keeps_cls_and_never_padding() -> None:
+    model = _model()
+    live = LiveBatch(model.backbone, _batch([8, 5]))
+    before = live.h.clone()
+    keep = torch.zeros(2, 10, dtype=torch.bool)
+    keep[0, [2, 5, 7]] = True  # row 0: [CLS] is added
+    keep[1, [1, 3, 6, 9]] = True  # row 1: 6 and 9 are padding
+    live.keep_tokens(keep)
+    assert live.h.shape == (2, 4, before.shape[-1])  # the longest row keeps 4 tokens
+    assert live.positions[0].tolist() == [0, 2, 5, 7] and live.mask[0].tolist() == [1, 1, 1, 1]
+    assert live.positions[1, :3].tolist() == [0, 1, 3] and live.mask[1].tolist() == [1, 1, 1, 0]
+    assert torch.equal(live.h[0], before[0, [0, 2, 5, 7]])
+
+
+def test_closed_gates_remove_exactly_their_tokens_and_the_rest_runs_as_a_short_sequence(monkeypatch) -> None:
+    model = _model()
+    # forced scores: token i of each row scores -i, so ranks follow positions; layer-2 gates open ranks 0..2
+    monkeypatch.setattr(tokens, "attention_received",
+                        lambda attention, mask: (-torch.arange(mask.shape[1], dtype=torch.float)).expand(mask.shape)
+                        .masked_fill(~mask.bool(), float("-inf")).clone())
+    with torch.no_grad():
+        model.gates[0, 3:] = 0.0  # the input of layer 2: three tokens go on
+        model.gates[1, 2:] = 0.2  # the input of layer 3: two of those (0.2 < 0.5 closes)
+    seen = []
+    hooks = [layer.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
+             for layer in model.backbone.model.encoder.layer]
+    batch = _batch([8, 2])
+    with torch.no_grad():
+        out = gated_forward(model, batch, hard=True)
+    for h in hooks:
+        h.remove()
+    assert seen == [(2, 10, 32), (2, 3, 32), (2, 2, 32)]  # the batch is padded to 10
+    assert out.trace.layer_tokens.tolist() == [[8, 3, 2], [2, 2, 2]]
+    assert out.trace.padded_slots() == 2 * 8 + 2 * 3 + 2 * 2  # rows x the longest row, per layer (19 real)
+    # the same layers run directly on tokens 0..2 (then 0..1) of row 0 give the same answer
+    with torch.no_grad():
+        bb = model.backbone
+        h = bb.layer(0, bb.embed(batch["input_ids"][:1, :8]), torch.ones(1, 8))[:, :3]
+        h = bb.layer(1, h, torch.ones(1, 3))[:, :2]
+        direct = model.head(bb.layer(2, h, torch.ones(1, 2)), None)
+    torch.testing.assert_close(out.logits[:1], direct, rtol=1e-5, atol=1e-6)
+
+
+def test_trace_flops_equal_the_counter_when_tokens_leave(monkeypatch) -> None:
+    model = _model()
+    with torch.no_grad():
+        model.gates[0, 4:] = 0.0
+        model.gates[1, 2:] = 0.0
+    cost = CostModel(model)
+    for lengths in ([9], [4], [10]):
+        batch = _batch(lengths, width=lengths[0])  # no padding: the counter counts padded lengths
+        with torch.no_grad(), model.backbone.eager_attention():
+            out = gated_forward(model, batch, hard=True)
+            counted = count_flops(lambda: gated_forward(model, batch, hard=True))
+        assert out.trace.layer_tokens[0].tolist() == [lengths[0], min(4, lengths[0]), min(2, lengths[0])]
+        assert cost.flops(out.trace).item() == pytest.approx(counted, rel=0.01)
+
+
+def test_all_open_gates_are_the_plain_model_bit_for_bit() -> None:
+    model = _model()
+    batch = _batch([10, 6, 3])
+    with torch.no_grad(), model.backbone.eager_attention():
+        gated = gated_forward(model, batch, hard=True)
+        plain = final_output(model, batch)
+    assert torch.equal(gated.logits, plain.logits)
+    assert gated.trace.equal(plain.trace)
+
+
+def test_bimodal_and_cost_terms_on_hand_made_gates() -> None:
+    model = _model(layers=2)  # one gated layer
+    with torch.no_grad():
+        model.gates[0, :4] = torch.tensor([0.3, 0.5, 0.25, 1.0])  # rank 0 is [CLS]: always 1
+    batch = _batch([4])
+    out = gated_forward(model, batch, hard=False)
+    # the three non-[CLS] tokens take gates of ranks 1..3 (in some order): 0.5, 0.25, 1.0
+    assert out.kept[0].item() == pytest.approx((1 + 0.5 + 0.25 + 1.0) / 4)
+    assert out.bimodal[0].item() == pytest.approx((0.25 + 0.1875) / 4)
+    model.zero_grad()
+    gates_loss(model, batch, lam=0.0, beta=1.0).backward()
+    task_only = _model(layers=2)
+    with torch.no_grad():
+        task_only.gates[0, :4] = torch.tensor([0.3, 0.5, 0.25, 1.0])
+    gates_loss(task_only, batch, lam=0.0, beta=0.0).backward()
+    bimodal_grad = model.gates.grad[0, 1:4] - task_only.gates.grad[0, 1:4]
+    # d/dg of g (1 − g) / n = (1 − 2g) / 4
+    assert bimodal_grad.tolist() == pytest.approx([0.0, 0.125, -0.25], abs=1e-6)
+
+
+def test_bad_knobs_fail_at_config_time() -> None:
+    with pytest.raises(DynbenchError, match="lambda must be finite and >= 0"):
+        make_config("method=token_gates", "method.knobs=[-1]")
+    with pytest.raises(DynbenchError, match="method.gate_lr_scale: must be > 0"):
+        make_config("method=token_gates", "method.gate_lr_scale=0")
+
+
+def test_a_run_trains_both_stages_and_records_tokens(config) -> None:
+    records = run(config("method=token_gates", "task=rte", "eval.timing=false", "method.knobs=[0.0,1.0]"))
+    assert [r["knob_value"] for r in records] == [0.0, 1.0]
+    assert [s["name"] for s in records[0]["stages"]] == ["plain_finetune", "token_gates"]
+    assert records[1]["stages"][0]["reused"]
+    assert all(r["tokens_mean"] > 0 for r in records)
