@@ -247,6 +247,8 @@ def train_stages(model: nn.Module, stages: list[Stage], data: TaskData, cfg: Tra
                                        meta.get("peak_rss_mb")))
             continue
         folder.mkdir(parents=True, exist_ok=True)
+        if stage.setup is not None:
+            stage.setup(model)  # before any resume point loads: the model is what the earlier stages made
         make = lambda: _Run(model, stage, data, cfg, folder, seed * 100 + i, logger, progress, eval_batch_size)  # noqa: E731
         initial = _saved_state(model, stage)
         try:

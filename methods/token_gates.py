@@ -116,13 +116,13 @@ class TokenGates(Method):
 
     def stages(self, model: nn.Module, lam: Any) -> list[Stage]:
         cfg = self.cfg
+        # the last epoch is kept: picking by score alone would favour the epochs that prune least
         gates = Stage(
             name="token_gates",
             signature={"stage": "token_gates", "lambda": float(lam), "beta": cfg.beta, "gate_lr_scale": cfg.gate_lr_scale,
                        "two_stage": cfg.two_stage, "v": self.version},
             trainable=lambda m: list(m.parameters()),
             loss=lambda m, batch: gates_loss(m, batch, float(lam), cfg.beta),
-            predict=lambda m, batch: gated_forward(m, batch, hard=True).logits,
             lr_scales={"gates": cfg.gate_lr_scale},
         )
         return [plain_finetune(model.backbone.num_layers), gates] if cfg.two_stage else [gates]

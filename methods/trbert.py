@@ -1,0 +1,206 @@
+"""TR-BERT: learned token selection trained with REINFORCE (Ye et al. 2021; METHODS.md §5).
+
+Before layer 2 and before layer ⌊L/2⌋ + 1 (0-based indices 1 and ⌊L/2⌋: after layers 1 and 6 of BERT-base,
+1 and 3 of MiniLM, the reference's rule for any depth), a policy MLP (d → 32, GELU, → 1, sigmoid) gives every
+token present a keep probability π; unkept tokens leave the sequence for all later layers; ``[CLS]`` is
+always kept and the classifier reads it at the end. Inference is deterministic: keep iff π ≥ 0.5.
+
+Stages, as the reference code orders them:
+1. the plain fine-tune (cached, shared with ``full``);
+2. policies only (backbone and classifier frozen): each example is replicated ``samples`` times, each copy
+   samples its keep actions; reward ``R = −task loss − alpha · mean over selection points of (kept / n)``,
+   baseline the mean reward of the copies of the same example, loss ``mean((R − b) · NLL(actions))``;
+3. everything together: distillation to the stage-1 model (soft cross-entropy, or MSE for STS-B) plus the
+   same policy loss.
+
+Departures (dynbench): no imitation warm-up from the reference's gradient-based token scores (stage 2
+starts from policies initialised to keep, bias 3: π ≈ 0.95); the policies read the hidden states detached,
+so only the policy loss trains them; stage 3 samples ``joint_samples`` copies (default 2, not 8: on CPU each
+copy costs a full training pass); STS-B is our extension (reward with −MSE).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from dynbench.backbone import Backbone
+from dynbench.config import MethodConfig
+from dynbench.heads import PoolerHead
+from dynbench.live import LiveBatch
+from dynbench.method import Batch, Knob, Method, Output, Stage, register_method
+from methods.full import final_output, plain_finetune
+
+ALPHA_GRID = [0.02, 0.1, 0.5, 1.0, 2.0, 5.0]
+
+
+@dataclass
+class TrBertConfig(MethodConfig):
+    samples: int = 8  # copies per example in the policy-only stage (the reference's K)
+    joint_samples: int = 2  # copies per example in the joint stage
+    temperature: float = 1.0  # of the distillation to the stage-1 model
+
+    def __post_init__(self) -> None:
+        if self.knobs is not None and (not self.knobs or any(not 0 <= a < float("inf") for a in self.knobs)):
+            raise ValueError(f"method.knobs: length penalties alpha must be finite and >= 0, got {self.knobs}")
+        if self.samples < 2 or self.joint_samples < 2:
+            raise ValueError("method.samples and method.joint_samples: need >= 2 copies per example for the baseline")
+        if not self.temperature > 0:
+            raise ValueError(f"method.temperature: must be > 0, got {self.temperature}")
+
+
+class Policy(nn.Module):
+    """Keep probability of every token: Linear(d → 32), GELU, Linear(32 → 1), sigmoid (on detached states)."""
+
+    def __init__(self, hidden: int, width: int = 32, keep_bias: float = 3.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(hidden, width), nn.GELU(), nn.Linear(width, 1))
+        nn.init.constant_(self.net[2].bias, keep_bias)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(h.detach())).squeeze(-1)
+
+
+def selection_layers(num_layers: int) -> list[int]:
+    """0-based layers before which tokens are selected."""
+    return sorted({1, num_layers // 2} & set(range(1, num_layers)))
+
+
+class SelectingClassifier(nn.Module):
+    """Backbone and final head (as ``PlainClassifier``) plus ``policies``, one per selection layer."""
+
+    def __init__(self, backbone: Backbone, num_labels: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = PoolerHead(backbone, num_labels)
+        self.points = selection_layers(backbone.num_layers)
+        self.policies = nn.ModuleList([Policy(backbone.hidden_size) for _ in self.points])
+
+
+@dataclass
+class Decision:
+    """One selection point: keep probabilities, the actions taken, the tokens present and their count."""
+
+    probs: torch.Tensor
+    keep: torch.Tensor
+    present: torch.Tensor
+
+
+@dataclass
+class SelectionOutput(Output):
+    decisions: list[Decision]
+
+
+def selection_forward(model: SelectingClassifier, batch: Batch, sample: bool) -> SelectionOutput:
+    """Sampled (training) or deterministic (π ≥ 0.5) selection; unkept tokens leave the sequence."""
+    live = LiveBatch(model.backbone, batch)
+    decisions = []
+    while not live.done:
+        if live.next_layer in model.points:
+            k = model.points.index(live.next_layer)
+            probs = live.run_head(f"policies.{k}", model.policies[k])
+            keep = torch.bernoulli(probs.detach()).bool() if sample else probs >= 0.5
+            present = live.mask.bool()
+            keep = (keep & present) | (torch.arange(present.shape[1], device=keep.device) == 0)
+            decisions.append(Decision(probs, keep, present))
+            live.keep_tokens(keep)
+        live.run_layer()
+    return SelectionOutput(live.run_head("head", model.head), live.trace, decisions)
+
+
+def kept_fraction(decisions: list[Decision], lengths: torch.Tensor) -> torch.Tensor:
+    """``[b]`` mean over selection points of the tokens kept over the example's length."""
+    return torch.stack([d.keep.sum(1) / lengths for d in decisions]).mean(0)
+
+
+def action_nll(decisions: list[Decision]) -> torch.Tensor:
+    """``[b]`` negative log-likelihood of the actions taken, per token present (``[CLS]`` is not an action)."""
+    total = 0.0
+    for d in decisions:
+        chosen = torch.where(d.keep, d.probs, 1 - d.probs).clamp_min(1e-8).log()
+        acted = d.present.clone()
+        acted[:, 0] = False
+        total = total - (chosen * acted).sum(1) / acted.sum(1).clamp_min(1)
+    return total
+
+
+def reinforce_loss(reward: torch.Tensor, nll: torch.Tensor, copies: int) -> torch.Tensor:
+    """``mean((R − b) · NLL)`` with ``b`` the mean reward over the ``copies`` consecutive rows of one example:
+    descending it makes better-than-average actions more likely."""
+    advantage = reward - reward.view(-1, copies).mean(1).repeat_interleave(copies)
+    return (advantage.detach() * nll).mean()
+
+
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if logits.shape[-1] == 1:
+        return (logits.squeeze(-1) - labels.to(logits.dtype)) ** 2
+    return nn.functional.cross_entropy(logits, labels, reduction="none")
+
+
+def _replicate(batch: Batch, copies: int) -> Batch:
+    return {k: v.repeat_interleave(copies, 0) for k, v in batch.items()}
+
+
+def policy_loss(model: SelectingClassifier, batch: Batch, alpha: float, copies: int,
+                teacher: Optional[nn.Module] = None, temperature: float = 1.0) -> torch.Tensor:
+    """The REINFORCE loss on ``copies`` sampled selections per example; with a ``teacher``, plus the
+    distillation of the (selected) model to it (stage 3)."""
+    many = _replicate(batch, copies)
+    out = selection_forward(model, many, sample=True)
+    lengths = many["attention_mask"].sum(1)
+    reward = -per_example_loss(out.logits.detach(), many["labels"]) - alpha * kept_fraction(out.decisions, lengths)
+    loss = reinforce_loss(reward, action_nll(out.decisions), copies)
+    if teacher is not None:
+        with torch.no_grad():
+            target = final_output(teacher, batch).logits.repeat_interleave(copies, 0)
+        loss = loss + distillation(out.logits, target, temperature)
+    return loss
+
+
+def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Soft cross-entropy to the teacher's distribution at ``temperature`` (× T², the usual scale), or MSE
+    for one regression output."""
+    if student.shape[-1] == 1:
+        return nn.functional.mse_loss(student, teacher)
+    soft = (teacher / temperature).softmax(-1)
+    return -(soft * (student / temperature).log_softmax(-1)).sum(-1).mean() * temperature ** 2
+
+
+@register_method("trbert", config=TrBertConfig)
+class TrBert(Method):
+    version = 1
+    knob = Knob("alpha", at="train")
+
+    def default_knobs(self, num_layers: int) -> list[Any]:
+        return list(ALPHA_GRID)
+
+    def build(self, backbone: Backbone, knob_value: Any) -> nn.Module:
+        return SelectingClassifier(backbone, self.task.num_labels)
+
+    def stages(self, model: nn.Module, alpha: Any) -> list[Stage]:
+        cfg, alpha = self.cfg, float(alpha)
+        teacher: list[nn.Module] = []  # the stage-1 model (its backbone and head), copied when stage 3 starts
+
+        def keep_teacher(m: nn.Module) -> None:
+            teacher[:] = [copy.deepcopy(m).eval().requires_grad_(False)]
+
+        # both RL stages keep their last epoch: picking by score alone would favour the epochs that prune least
+        signature = {"alpha": alpha, "samples": cfg.samples, "v": self.version}
+        return [
+            plain_finetune(model.backbone.num_layers),
+            Stage(name="trbert_policy", signature={"stage": "trbert_policy", **signature},
+                  trainable=lambda m: list(m.policies.parameters()),
+                  loss=lambda m, batch: policy_loss(m, batch, alpha, cfg.samples), saves=("policies.",)),
+            Stage(name="trbert_joint", signature={"stage": "trbert_joint", "joint_samples": cfg.joint_samples,
+                                                  "temperature": cfg.temperature, **signature},
+                  trainable=lambda m: list(m.parameters()),
+                  loss=lambda m, batch: policy_loss(m, batch, alpha, cfg.joint_samples, teacher[0], cfg.temperature),
+                  setup=keep_teacher),
+        ]
+
+    def infer(self, model: nn.Module, batch: Batch, knob_value: Any) -> Output:
+        out = selection_forward(model, batch, sample=False)
+        return Output(out.logits, out.trace)

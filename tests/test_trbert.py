@@ -1,0 +1,133 @@
+"""TR-BERT (METHODS.md §5h): the policy removes exactly the tokens it rejects, keeps [CLS], and the rest runs
+as the short sequence would; FLOPs with the policies counted; the REINFORCE loss's advantages and sign."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dynbench.backbone import load_backbone
+from dynbench.errors import DynbenchError
+from dynbench.flops import CostModel, count_flops
+from dynbench.method import get_method
+from dynbench.runner import run
+from methods.full import final_output
+from methods.trbert import Decision, action_nll, policy_loss, reinforce_loss, selection_forward, selection_layers
+from tests.conftest import make_config
+
+
+def _model(layers: int = 4):
+    cfg = make_config("method=trbert", "model=tiny", f"model.random.num_hidden_layers={layers}")
+    torch.manual_seed(0)
+    return get_method("trbert")(cfg.method, cfg.task).build(load_backbone(cfg.model, 0), 1.0).eval()
+
+
+def _batch(lengths: list[int], width: int | None = None) -> dict[str, torch.Tensor]:
+    width = width or max(lengths)
+    mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
+    ids = torch.randint(5, 100, mask.shape, generator=torch.Generator().manual_seed(1)) * mask
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.zeros(len(lengths), dtype=torch.long)}
+
+
+class Fixed(nn.Module):
+    """A stand-in policy that keeps the tokens at the given positions of the sequence it sees."""
+
+    def __init__(self, keep: list[int]) -> None:
+        super().__init__()
+        self.keep = keep
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        probs = torch.full(mask.shape, 0.1)
+        probs[:, [k for k in self.keep if k < mask.shape[1]]] = 0.9
+        return probs
+
+
+def test_selection_layers_follow_the_reference_rule() -> None:
+    assert selection_layers(12) == [1, 6] and selection_layers(6) == [1, 3] and selection_layers(2) == [1]
+
+
+def test_rejected_tokens_leave_and_the_rest_runs_as_the_short_sequence() -> None:
+    model = _model()
+    model.policies[0] = Fixed([3, 5])  # [CLS] is kept anyway
+    model.policies[1] = Fixed([0, 1, 2])  # keeps everything that is left
+    seen = []
+    hooks = [layer.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
+             for layer in model.backbone.model.encoder.layer]
+    batch = _batch([8])
+    with torch.no_grad():
+        out = selection_forward(model, batch, sample=False)
+    for hook in hooks:
+        hook.remove()
+    with torch.no_grad():
+        bb = model.backbone
+        h = bb.layer(0, bb.embed(batch["input_ids"]), batch["attention_mask"])[:, [0, 3, 5]]
+        for i in (1, 2, 3):
+            h = bb.layer(i, h, torch.ones(1, 3))
+        direct = model.head(h, None)
+    assert seen == [(1, 8, 32), (1, 3, 32), (1, 3, 32), (1, 3, 32)]
+    assert out.decisions[0].keep[0].nonzero().flatten().tolist() == [0, 3, 5]
+    assert out.trace.layer_tokens.tolist() == [[8, 3, 3, 3]]
+    assert out.trace.heads("policies.0").tolist() == [8] and out.trace.heads("policies.1").tolist() == [3]
+    torch.testing.assert_close(out.logits, direct, rtol=1e-5, atol=1e-6)
+
+
+def test_flops_with_policies_equal_the_counter() -> None:
+    model = _model()
+    with torch.no_grad():
+        model.policies[0].net[2].weight.normal_(0, 3.0)  # a policy that keeps some tokens and drops others
+        model.policies[0].net[2].bias.fill_(0.0)
+    cost = CostModel(model)
+    kept = set()
+    for n in (5, 9, 12):
+        batch = _batch([n])
+        with torch.no_grad(), model.backbone.eager_attention():
+            out = selection_forward(model, batch, sample=False)
+            counted = count_flops(lambda: selection_forward(model, batch, sample=False))
+        assert cost.flops(out.trace).item() == pytest.approx(counted, rel=0.01)
+        kept.add(int(out.trace.layer_tokens[0, 1]))
+    assert any(k < n for k, n in zip(sorted(kept), (5, 9, 12)))  # some tokens really left
+
+
+def test_keeping_everything_is_the_plain_model() -> None:
+    model = _model()  # the policies start at pi = sigmoid(3) for every token
+    batch = _batch([10, 7, 3])
+    with torch.no_grad():
+        selected = selection_forward(model, batch, sample=False)
+        plain = final_output(model, batch)
+    assert torch.equal(selected.logits, plain.logits) and selected.trace.layer_tokens.equal(plain.trace.layer_tokens)
+
+
+def test_advantages_are_rewards_less_the_mean_of_the_copies() -> None:
+    nll = torch.ones(6, requires_grad=True)
+    reinforce_loss(torch.tensor([1.0, 2.0, 3.0, 0.0, 0.0, 3.0]), nll, copies=3).backward()
+    assert (nll.grad * 6).tolist() == pytest.approx([-1.0, 0.0, 1.0, -1.0, -1.0, 2.0])
+
+
+def test_descending_the_loss_makes_the_better_rewarded_action_more_likely() -> None:
+    logit = torch.zeros(1, requires_grad=True)
+    probs = torch.sigmoid(logit).expand(2, 2)  # two copies of one example with one token beside [CLS]
+    present = torch.ones(2, 2, dtype=torch.bool)
+    keep = torch.tensor([[True, True], [True, False]])  # copy 1 kept the token, copy 2 dropped it
+    loss = reinforce_loss(torch.tensor([1.0, -1.0]), action_nll([Decision(probs, keep, present)]), copies=2)
+    loss.backward()
+    assert logit.grad.item() < 0  # a descent step raises the keep probability: keeping was rewarded
+
+
+def test_the_policy_stage_trains_only_the_policies() -> None:
+    model = _model().train()
+    policy_loss(model, _batch([9, 6]), alpha=1.0, copies=4).backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert all(p.grad is not None for p in model.policies.parameters())
+
+
+def test_bad_knobs_fail_at_config_time() -> None:
+    with pytest.raises(DynbenchError, match="length penalties alpha must be finite and >= 0"):
+        make_config("method=trbert", "method.knobs=[-1]")
+    with pytest.raises(DynbenchError, match="need >= 2 copies"):
+        make_config("method=trbert", "method.samples=1")
+
+
+def test_a_run_trains_three_stages_and_records(config) -> None:
+    records = run(config("method=trbert", "task=rte", "eval.timing=false", "method.knobs=[1.0]"))
+    assert [s["name"] for s in records[0]["stages"]] == ["plain_finetune", "trbert_policy", "trbert_joint"]
+    assert records[0]["tokens_mean"] > 0
