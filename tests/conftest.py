@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
 
 from dynbench.cli import load_config
 from dynbench.config import RootConfig
@@ -34,3 +35,11 @@ def write_tsv(path: Path, header: list[str] | None, rows: list[list[str]], bom: 
     lines = (["\t".join(header)] if header else []) + ["\t".join(r) for r in rows]
     path.write_text(("\ufeff" if bom else "") + "\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def random_batch(lengths: list[int], width: int | None = None) -> dict[str, torch.Tensor]:
+    """Random token ids for rows of the given lengths, right-padded to ``width`` (default: the longest)."""
+    width = width or max(lengths)
+    mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
+    ids = torch.randint(5, 100, mask.shape, generator=torch.Generator().manual_seed(1)) * mask
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.zeros(len(lengths), dtype=torch.long)}

@@ -15,7 +15,7 @@ from dynbench.method import get_method
 from dynbench.runner import run
 from methods.full import final_output
 from methods.token_gates import gated_forward, gates_loss
-from tests.conftest import make_config
+from tests.conftest import make_config, random_batch
 
 
 def _model(layers: int = 3):
@@ -24,15 +24,9 @@ def _model(layers: int = 3):
     return get_method("token_gates")(cfg.method, cfg.task).build(load_backbone(cfg.model, 0), 0.1).eval()
 
 
-def _batch(lengths: list[int], width: int = 10) -> dict[str, torch.Tensor]:
-    mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
-    ids = torch.randint(5, 100, mask.shape, generator=torch.Generator().manual_seed(1)) * mask
-    return {"input_ids": ids, "attention_mask": mask, "labels": torch.zeros(len(lengths), dtype=torch.long)}
-
-
 def test_keep_tokens_gathers_the_kept_tokens_in_order_keeps_cls_and_never_padding() -> None:
     model = _model()
-    live = LiveBatch(model.backbone, _batch([8, 5]))
+    live = LiveBatch(model.backbone, random_batch([8, 5], width=10))
     before = live.h.clone()
     keep = torch.zeros(2, 10, dtype=torch.bool)
     keep[0, [2, 5, 7]] = True  # row 0: [CLS] is added
@@ -56,7 +50,7 @@ def test_closed_gates_remove_exactly_their_tokens_and_the_rest_runs_as_a_short_s
     seen = []
     hooks = [layer.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
              for layer in model.backbone.model.encoder.layer]
-    batch = _batch([8, 2])
+    batch = random_batch([8, 2], width=10)
     with torch.no_grad():
         out = gated_forward(model, batch, hard=True)
     for h in hooks:
@@ -80,7 +74,7 @@ def test_trace_flops_equal_the_counter_when_tokens_leave(monkeypatch) -> None:
         model.gates[1, 2:] = 0.0
     cost = CostModel(model)
     for lengths in ([9], [4], [10]):
-        batch = _batch(lengths, width=lengths[0])  # no padding: the counter counts padded lengths
+        batch = random_batch(lengths, width=lengths[0])  # no padding: the counter counts padded lengths
         with torch.no_grad(), model.backbone.eager_attention():
             out = gated_forward(model, batch, hard=True)
             counted = count_flops(lambda: gated_forward(model, batch, hard=True))
@@ -90,7 +84,7 @@ def test_trace_flops_equal_the_counter_when_tokens_leave(monkeypatch) -> None:
 
 def test_all_open_gates_are_the_plain_model_bit_for_bit() -> None:
     model = _model()
-    batch = _batch([10, 6, 3])
+    batch = random_batch([10, 6, 3], width=10)
     with torch.no_grad(), model.backbone.eager_attention():
         gated = gated_forward(model, batch, hard=True)
         plain = final_output(model, batch)
@@ -102,7 +96,7 @@ def test_bimodal_and_cost_terms_on_hand_made_gates() -> None:
     model = _model(layers=2)  # one gated layer
     with torch.no_grad():
         model.gates[0, :4] = torch.tensor([0.3, 0.5, 0.25, 1.0])  # rank 0 is [CLS]: always 1
-    batch = _batch([4])
+    batch = random_batch([4], width=10)
     out = gated_forward(model, batch, hard=False)
     # the three non-[CLS] tokens take gates of ranks 1..3 (in some order): 0.5, 0.25, 1.0
     assert out.kept[0].item() == pytest.approx((1 + 0.5 + 0.25 + 1.0) / 4)

@@ -13,20 +13,13 @@ from dynbench.method import get_method
 from dynbench.runner import run
 from methods.full import final_output
 from methods.trbert import Decision, action_nll, policy_loss, reinforce_loss, selection_forward, selection_layers
-from tests.conftest import make_config
+from tests.conftest import make_config, random_batch
 
 
 def _model(layers: int = 4):
     cfg = make_config("method=trbert", "model=tiny", f"model.random.num_hidden_layers={layers}")
     torch.manual_seed(0)
     return get_method("trbert")(cfg.method, cfg.task).build(load_backbone(cfg.model, 0), 1.0).eval()
-
-
-def _batch(lengths: list[int], width: int | None = None) -> dict[str, torch.Tensor]:
-    width = width or max(lengths)
-    mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
-    ids = torch.randint(5, 100, mask.shape, generator=torch.Generator().manual_seed(1)) * mask
-    return {"input_ids": ids, "attention_mask": mask, "labels": torch.zeros(len(lengths), dtype=torch.long)}
 
 
 class Fixed(nn.Module):
@@ -53,7 +46,7 @@ def test_rejected_tokens_leave_and_the_rest_runs_as_the_short_sequence() -> None
     seen = []
     hooks = [layer.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
              for layer in model.backbone.model.encoder.layer]
-    batch = _batch([8])
+    batch = random_batch([8])
     with torch.no_grad():
         out = selection_forward(model, batch, sample=False)
     for hook in hooks:
@@ -79,7 +72,7 @@ def test_flops_with_policies_equal_the_counter() -> None:
     cost = CostModel(model)
     kept = set()
     for n in (5, 9, 12):
-        batch = _batch([n])
+        batch = random_batch([n])
         with torch.no_grad(), model.backbone.eager_attention():
             out = selection_forward(model, batch, sample=False)
             counted = count_flops(lambda: selection_forward(model, batch, sample=False))
@@ -90,7 +83,7 @@ def test_flops_with_policies_equal_the_counter() -> None:
 
 def test_keeping_everything_is_the_plain_model() -> None:
     model = _model()  # the policies start at pi = sigmoid(3) for every token
-    batch = _batch([10, 7, 3])
+    batch = random_batch([10, 7, 3])
     with torch.no_grad():
         selected = selection_forward(model, batch, sample=False)
         plain = final_output(model, batch)
@@ -115,7 +108,7 @@ def test_descending_the_loss_makes_the_better_rewarded_action_more_likely() -> N
 
 def test_the_policy_stage_trains_only_the_policies() -> None:
     model = _model().train()
-    policy_loss(model, _batch([9, 6]), alpha=1.0, copies=4).backward()
+    policy_loss(model, random_batch([9, 6]), alpha=1.0, copies=4).backward()
     assert all(p.grad is None for p in model.backbone.parameters())
     assert all(p.grad is not None for p in model.policies.parameters())
 
