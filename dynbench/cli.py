@@ -74,11 +74,12 @@ class FailureSummary(Callback):
 
 def threads_per_job(launcher: DictConfig, cores: int) -> Optional[int]:
     """Torch threads for one job of a local parallel launcher, so that jobs together use the cores once
-    (joblib's ``n_jobs``; -1 means one job per core); None where jobs do not share this machine's cores."""
+    (joblib's ``n_jobs``: -1 is one job per core, -2 all cores but one, ...); None where jobs do not share
+    this machine's cores."""
     if "joblib" not in str(launcher.get("_target_", "")):
         return None
     jobs = int(launcher.get("n_jobs") or 1)
-    jobs = cores if jobs < 0 else jobs
+    jobs = cores + 1 + jobs if jobs < 0 else jobs
     return max(1, cores // max(1, jobs))
 
 
@@ -92,7 +93,7 @@ def main(cfg: DictConfig) -> None:
     try:
         config = validate(cfg)
         if multirun and config.train.threads is None:
-            config.train.threads = threads_per_job(hydra_cfg.launcher, os.cpu_count() or 1)
+            config.train.threads = threads_per_job(hydra_cfg.launcher, len(os.sched_getaffinity(0)))
         run(config, output_dir)
     except DynbenchError as err:
         if not multirun:

@@ -52,6 +52,7 @@ class Stage:
     predict: Optional[Callable[[nn.Module, Batch], torch.Tensor]] = None  # logits used to keep the best epoch
     lr_scale: float = 1.0
     lr_scales: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> extra lr multiple
+    no_decay: Sequence[str] = ()  # parameter-name prefixes without weight decay (besides biases and norms)
     # called with the model as the earlier stages left it, before this stage trains (e.g. to copy a teacher)
     setup: Optional[Callable[[nn.Module], None]] = None
     saves: Sequence[str] = field(default_factory=lambda: ("",))  # state-dict prefixes this stage determines

@@ -13,7 +13,7 @@ def front(speedup: np.ndarray, score: np.ndarray) -> np.ndarray:
     speedup, score = np.asarray(speedup, float), np.asarray(score, float)
     order = np.lexsort((-score, -speedup))  # fastest first, the best score first among equals
     kept, best = [], -np.inf
-    for i in order:
+    for i in order[np.isfinite(score[order]) & np.isfinite(speedup[order])]:  # an undefined score is no point
         if score[i] > best:
             kept.append(i)
             best = score[i]
@@ -26,7 +26,7 @@ def score_at(speedup: np.ndarray, score: np.ndarray, target: float) -> float:
     the fastest point (a curve is never extrapolated)."""
     idx = front(speedup, score)
     xs, ys = np.asarray(speedup, float)[idx], np.asarray(score, float)[idx]
-    if target > xs[-1]:
+    if not len(idx) or target > xs[-1]:
         return float("nan")
     return float(np.interp(target, xs, ys))
 

@@ -72,6 +72,8 @@ def points(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (task, model, budget, method, knob point): means and stds over seeds, seed count, and the
     dev score's bootstrap interval when one seed made it."""
     rows = []
+    # a point measured twice for one seed (say, by two runs with different knob grids) counts once: the latest
+    frame = frame.drop_duplicates(subset=[*POINT, "seed"], keep="last")
     for _, group in frame.groupby(POINT, sort=True, dropna=False):  # None (no knob) is a group of its own
         first = frame.loc[group.index[0]]
         row = {c: first[c] for c in POINT} | {"seeds": group.seed.nunique()}

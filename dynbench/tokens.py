@@ -6,12 +6,15 @@ from __future__ import annotations
 import torch
 
 
-def attention_received(attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def attention_received(attention: torch.Tensor, mask: torch.Tensor,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
     """``[b, t]`` significance of each token: the attention it received from the other present tokens,
-    averaged over heads (PoWER-BERT's score); ``[CLS]`` scores +inf and padding -inf, so ``[CLS]`` ranks
-    first and padding last."""
+    averaged over heads (PoWER-BERT's score), each query counted with its soft weight if ``weights`` are
+    given (so a token gated out while training does not vote, as it would not exist at inference);
+    ``[CLS]`` scores +inf and padding -inf, so ``[CLS]`` ranks first and padding last."""
     present = mask.bool()
-    probs = attention.mean(1) * present[:, :, None]  # [b, query, key], present queries only
+    votes = present.to(attention.dtype) if weights is None else present * weights.detach()
+    probs = attention.mean(1) * votes[:, :, None]  # [b, query, key]
     received = probs.sum(1) - probs.diagonal(dim1=1, dim2=2)  # Σ_{j≠i} A[j, i]
     received = received.masked_fill(~present, float("-inf"))
     received[:, 0] = float("inf")

@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -83,14 +83,15 @@ def _load_checkpoint(model: nn.Module, folder: Path) -> Optional[dict[str, Any]]
 
 
 def _param_groups(model: nn.Module, params: list[nn.Parameter], weight_decay: float, lr: float,
-                  lr_scales: dict[str, float]) -> list[dict]:
-    """Weight decay on weights only, not on biases and LayerNorms (the BERT convention); parameters whose
-    name starts with a prefix in ``lr_scales`` train at that multiple of ``lr`` (e.g. token gates)."""
+                  lr_scales: dict[str, float], no_decay: Sequence[str]) -> list[dict]:
+    """Weight decay on weights only, not on biases and LayerNorms (the BERT convention) nor on names starting
+    with a prefix in ``no_decay``; names starting with a prefix in ``lr_scales`` train at that multiple of
+    ``lr`` (e.g. token gates)."""
     wanted = {id(p) for p in params}
     groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if id(p) in wanted:
-            plain = "bias" in name or "LayerNorm" in name or "layer_norm" in name
+            plain = "bias" in name or "LayerNorm" in name or "layer_norm" in name or name.startswith(tuple(no_decay))
             scale = next((v for k, v in lr_scales.items() if name.startswith(k)), 1.0)
             groups.setdefault((plain, scale), []).append(p)
     order = sorted(groups, key=lambda key: (key[1] != 1.0, key[0], key[1]))  # decay, plain, then scaled groups
@@ -131,7 +132,8 @@ class _Run:
         self.seed, self.logger, self.progress, self.eval_batch_size = seed, logger, progress, eval_batch_size
         self.params = stage.trainable(model)
         lr = cfg.lr * stage.lr_scale
-        self.optimizer = torch.optim.AdamW(_param_groups(model, self.params, cfg.weight_decay, lr, stage.lr_scales),
+        self.optimizer = torch.optim.AdamW(_param_groups(model, self.params, cfg.weight_decay, lr, stage.lr_scales,
+                                                         stage.no_decay),
                                            lr=lr, fused=True)
         self.steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
         self.total = math.ceil(self.steps_per_epoch * cfg.epochs)

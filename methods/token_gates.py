@@ -12,14 +12,18 @@ gate is < 0.5 leaves the sequence for good (``LiveBatch.keep_tokens``); the next
 
 Choices of dynbench where the paper's method section is not public (METHODS.md §1 marks them unverified):
 - A soft gate scales its token's attention as a key (``log g`` added to the attention scores), cumulated over
-  layers, rather than multiplying the token's vector. At g in {0, 1} this is exactly removal, so the soft
-  model trained is the hard model run; kept tokens keep their (near 1) weight at inference too.
+  layers, rather than multiplying the token's vector; its vote in the next ranking and its share in both
+  terms are scaled the same way. At g in {0, 1} this is removal (up to a floor of 1e-3 while training,
+  which keeps the task's gradient on a closed gate so that it can reopen), so the soft model trained is the
+  hard model run; kept tokens keep their (near 1) weight at inference too.
 - Both terms are normalised by the example's length, so ``lambda`` is a weight on the fraction of tokens
   kept; the default grid spans that scale (provisional: not yet tuned on real data).
 - Two stages (default): the cached plain fine-tune, then gates and backbone together, the gates at
   ``gate_lr_scale`` × the lr (PoWER-BERT: 1e-4..1e-2 for its retention parameters, 2e-5..6e-5 for BERT).
   ``two_stage=false`` trains gates and backbone together from the pretrained checkpoint.
-- Ranks are scored with eager attention (SDPA does not return its probabilities); FLOPs are the same.
+- Ranks are scored with eager attention (SDPA does not return its probabilities); FLOPs are the same, the
+  wall-clock (against the SDPA full model) is what it is. The ranking's sums and sort are not matmuls and
+  count 0 in ``FlopCounterMode`` (well under 0.1% of a layer).
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ from dynbench.method import Batch, Knob, Method, Output, Stage, register_method,
 from methods.full import plain_finetune
 
 LAMBDA_GRID = [0.0, 0.01, 0.03, 0.1, 0.3, 1.0]
+FLOOR = 1e-3  # the smallest soft weight of a gated token while training
 
 
 @dataclass
@@ -80,17 +85,20 @@ def gated_forward(model: GatedClassifier, batch: Batch, hard: bool) -> GatedOutp
     """Soft gates (``hard=False``, training) or hard ones, where closed tokens leave the sequence."""
     live = LiveBatch(model.backbone, batch)
     gates, last = model.gate_values(), model.backbone.num_layers - 1
+    if not hard:  # a closed gate keeps a trace of weight, so the task can still reopen it
+        gates = gates + (gates.clamp_min(FLOOR) - gates).detach()
     kept, bimodal = [], []
     while not live.done:
         layer = live.next_layer
         if layer > 0:
-            rank = tokens.ranks(tokens.attention_received(live.attention, live.mask))
+            alive = live.mask.to(gates.dtype) * (1 if live.key_weights is None else live.key_weights)
+            rank = tokens.ranks(tokens.attention_received(live.attention, live.mask, alive))
             g = gates[layer - 1][rank.clamp(max=gates.shape[1] - 1)]
             g = torch.where(rank == 0, torch.ones_like(g), g)  # [CLS] always goes on
-            present = live.mask.to(g.dtype)
-            kept.append((g * present).sum(1) / present.sum(1))
-            bimodal.append((g * (1 - g) * present).sum(1) / present.sum(1))
-            live.key_weights = g if live.key_weights is None else live.key_weights * g
+            length = live.mask.sum(1)
+            kept.append((alive * g).sum(1) / length)  # the (soft) share of the example's tokens going on
+            bimodal.append((alive * g * (1 - g)).sum(1) / length)
+            live.key_weights = alive * g
             if hard:
                 live.keep_tokens(g >= 0.5)
         live.run_layer(attention=layer < last)
@@ -123,7 +131,7 @@ class TokenGates(Method):
                        "two_stage": cfg.two_stage, "v": self.version},
             trainable=lambda m: list(m.parameters()),
             loss=lambda m, batch: gates_loss(m, batch, float(lam), cfg.beta),
-            lr_scales={"gates": cfg.gate_lr_scale},
+            lr_scales={"gates": cfg.gate_lr_scale}, no_decay=("gates",),  # decay would pull every gate shut
         )
         return [plain_finetune(model.backbone.num_layers), gates] if cfg.two_stage else [gates]
 

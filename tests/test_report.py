@@ -48,6 +48,7 @@ def test_pareto_front_interpolation_and_area_on_hand_made_points() -> None:
     expected = (0.5 * 0.25 + 0.7 * (2 / 3 - 0.5) + 0.79 * (1 - 2 / 3)) / 0.8
     assert pareto.area(speedup, score, 0.8) == pytest.approx(expected)
     assert pareto.area(np.array([1.0]), np.array([0.8]), 0.8) == 0.0
+    assert np.isnan(pareto.score_at(speedup[:2], np.array([np.nan, np.nan]), 1.5))  # undefined scores: no front
 
 
 def _curve(seed: int, shift: float) -> list[dict]:

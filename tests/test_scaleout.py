@@ -41,6 +41,8 @@ def test_submitit_local_multirun_runs_every_job_and_writes_its_records(tmp_path)
 @pytest.mark.parametrize("launcher, cores, threads", [
     ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}, 8, 4),
     ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": -1}, 8, 1),
+    ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": -3}, 8, 1),
+    ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": -7}, 8, 4),
     ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 16}, 8, 1),
     ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 8, None),
 ])

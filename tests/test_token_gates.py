@@ -42,7 +42,7 @@ def test_closed_gates_remove_exactly_their_tokens_and_the_rest_runs_as_a_short_s
     model = _model()
     # forced scores: token i of each row scores -i, so ranks follow positions; layer-2 gates open ranks 0..2
     monkeypatch.setattr(tokens, "attention_received",
-                        lambda attention, mask: (-torch.arange(mask.shape[1], dtype=torch.float)).expand(mask.shape)
+                        lambda attention, mask, weights: (-torch.arange(mask.shape[1], dtype=torch.float)).expand(mask.shape)
                         .masked_fill(~mask.bool(), float("-inf")).clone())
     with torch.no_grad():
         model.gates[0, 3:] = 0.0  # the input of layer 2: three tokens go on
@@ -125,3 +125,35 @@ def test_a_run_trains_both_stages_and_records_tokens(config) -> None:
     assert [s["name"] for s in records[0]["stages"]] == ["plain_finetune", "token_gates"]
     assert records[1]["stages"][0]["reused"]
     assert all(r["tokens_mean"] > 0 for r in records)
+
+
+def test_binary_gates_train_the_model_that_runs_and_closed_gates_still_learn() -> None:
+    model = _model(layers=4)
+    with torch.no_grad():
+        model.gates[:, :12] = torch.tensor([[1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 0, 1],
+                                            [1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 1],
+                                            [1, 1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 1]], dtype=torch.float)
+    batch = random_batch([10, 7, 4], width=10)
+    soft = gated_forward(model, batch, hard=False)
+    with torch.no_grad():
+        hard = gated_forward(model, batch, hard=True)
+    # soft: closed tokens keep a 1e-3 weight as keys and no vote in later rankings; hard: they are gone
+    torch.testing.assert_close(soft.logits, hard.logits, atol=5e-3, rtol=0)
+    # the soft share of tokens going on after each gate is the hard count entering the next layer
+    torch.testing.assert_close(torch.stack(soft.kept).detach().double(),
+                               (hard.trace.layer_tokens[:, 1:].T / hard.trace.embed_tokens).double(), atol=0.01, rtol=0)
+    task = torch.nn.functional.cross_entropy(soft.logits, batch["labels"])
+    task.backward()
+    closed = model.gates.grad[:, :10][model.gates.detach()[:, :10] == 0]
+    assert (closed != 0).any()  # the task still reaches closed gates: they can reopen
+
+
+def test_gates_train_faster_than_the_backbone_and_without_weight_decay() -> None:
+    from dynbench.train import _param_groups
+
+    model = _model()
+    stage = get_method("token_gates")(make_config("method=token_gates").method, make_config().task).stages(model, 0.1)[-1]
+    groups = _param_groups(model, stage.trainable(model), 0.01, 5e-5, stage.lr_scales, stage.no_decay)
+    [gates] = [g for g in groups if any(p is model.gates for p in g["params"])]
+    assert gates["lr"] == pytest.approx(5e-3) and gates["weight_decay"] == 0.0 and len(gates["params"]) == 1
+    assert {g["lr"] for g in groups if g is not gates} == {5e-5}
