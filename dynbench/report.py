@@ -225,8 +225,9 @@ def _markdown(frame: pd.DataFrame) -> str:
     return frame.to_markdown(index=False, floatfmt=".4g") if not frame.empty else "(none)"
 
 
-def write_report(folder: Path, axes: tuple[str, ...] = ("flops",)) -> dict[str, str]:
-    """Writes the tables (Markdown and CSV), the plots and ``report.html`` into ``folder``; returns the tables."""
+def write_report(folder: Path, axes: tuple[str, ...] = ("flops",), wandb_project: str | None = None) -> dict[str, str]:
+    """Writes the tables (Markdown and CSV), the plots and ``report.html`` into ``folder`` (and logs tables and
+    plots to a wandb run in ``wandb_project``, if given); returns the tables as Markdown."""
     frame = load_records(folder)
     tables = {"benchmark": benchmark_table(frame), "operating_points": operating_points(frame),
               "points": points(frame).drop(columns=["rel_flops"])}
@@ -240,7 +241,21 @@ def write_report(folder: Path, axes: tuple[str, ...] = ("flops",)) -> dict[str, 
     (folder / "summary.md").write_text(text)
     plots = [p for a in axes for p in plot_curves(frame, folder, a)] + plot_exits(frame, folder)
     (folder / "report.html").write_text(_html(folder.name, tables, plots, frame))
+    if wandb_project:
+        _log_to_wandb(wandb_project, folder, tables, plots)
     return {name: _markdown(t) for name, t in tables.items()}
+
+
+def _log_to_wandb(project: str, folder: Path, tables: dict[str, pd.DataFrame], plots: list[Path]) -> None:
+    """The report's tables and plots as one wandb run (``WANDB_MODE=offline`` needs no account)."""
+    try:
+        import wandb
+    except ImportError:
+        raise DynbenchError("--wandb needs wandb: pip install wandb (or pip install -e '.[wandb]')") from None
+    run = wandb.init(project=project, name=f"report-{folder.resolve().name}", job_type="report")
+    run.log({name: wandb.Table(dataframe=table.astype(str)) for name, table in tables.items()}
+            | {path.stem: wandb.Image(str(path)) for path in plots})
+    run.finish()
 
 
 def _html(title: str, tables: dict[str, pd.DataFrame], plots: list[Path], frame: pd.DataFrame) -> str:
@@ -272,9 +287,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("folder", type=Path)
     ap.add_argument("--axis", choices=["flops", "latency", "both"], default="both",
                     help="speed-up axis of the score plots: relative FLOPs, measured batch-1 latency, or both")
+    ap.add_argument("--wandb", metavar="PROJECT", nargs="?", const="dynbench", default=None,
+                    help="also log the tables and plots to wandb (project, default dynbench)")
     args = ap.parse_args(argv)
     try:
-        tables = write_report(args.folder, ("flops", "latency") if args.axis == "both" else (args.axis,))
+        tables = write_report(args.folder, ("flops", "latency") if args.axis == "both" else (args.axis,), args.wandb)
     except DynbenchError as err:
         sys.exit(f"error: {err}")
     print(tables["benchmark"] + "\n\n" + tables["operating_points"])

@@ -50,12 +50,35 @@ def test_parallel_local_jobs_share_the_cores(launcher, cores, threads) -> None:
     assert threads_per_job(OmegaConf.create(launcher), cores) == threads
 
 
-def test_wandb_offline_run_holds_the_records(config, tmp_path, monkeypatch) -> None:
+@pytest.fixture
+def wandb_offline(tmp_path, monkeypatch):
+    """wandb in offline mode writing under ``tmp_path``; torn down after, since wandb keeps its settings
+    (the folder among them) for the rest of the process."""
+    import wandb
+
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
+    yield tmp_path
+    wandb.teardown()
+
+
+def test_wandb_offline_run_holds_the_records(config, tmp_path, wandb_offline) -> None:
     records = run(config("method=truncate", "task=rte", "eval.timing=false", "logger=wandb"))
     [table] = list(tmp_path.glob("wandb/offline-run-*/files/media/table/records_*.table.json"))
     logged = json.loads(table.read_text())
     column = logged["columns"].index("knob_value")
     assert sorted(row[column] for row in logged["data"]) == [r["knob_value"] for r in records] == [1, 2]
+
+
+def test_report_plots_go_to_wandb_offline(tmp_path, wandb_offline) -> None:
+    from dynbench.report import main
+    from tests.test_report import _curve
+
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _curve(1, 0.0)))
+    main([str(folder), "--wandb", "dynbench-test"])
+    images = {p.name.split("_")[0] for p in tmp_path.glob("wandb/offline-run-*/files/media/images/*.png")}
+    assert {"mrpc"} == images and len(list(tmp_path.glob("wandb/offline-run-*/files/media/images/*.png"))) == 3
+    assert list(tmp_path.glob("wandb/offline-run-*/files/media/table/benchmark_*.table.json"))
