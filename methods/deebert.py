@@ -45,8 +45,11 @@ class Deebert(exits.ExitMethod):
     rule = exits.StatelessRule(lambda z, threshold: exits.entropy(z) < threshold)
 
     def default_knobs(self, num_layers: int) -> list[Any]:
-        # the reference grid, extended towards ln C (the maximum entropy) for tasks with more classes
-        return REFERENCE_GRID + [s for s in (0.8, 0.9, 1.0, 1.1) if s <= math.log(self.task.num_labels) + 0.01]
+        # the reference grid, extended towards ln C (the maximum entropy) for tasks with more classes, and two
+        # points just below ln C, where a 6-layer MiniLM's off-ramps sit (measured on MRPC and RTE)
+        top = math.log(self.task.num_labels)
+        coarse = [s for s in (0.8, 0.9, 1.0, 1.1) if s <= top + 0.01]
+        return sorted(set(REFERENCE_GRID + coarse + [round(top - d, 3) for d in (0.04, 0.015)]))
 
     def build(self, backbone: Backbone, knob_value: Any) -> nn.Module:
         return exits.MultiExitModel(backbone, lambda b: PoolerHead(b, self.task.num_labels),
