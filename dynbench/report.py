@@ -157,13 +157,14 @@ def plot_curves(frame: pd.DataFrame, folder: Path, axis: str = "flops") -> list[
     label = {"flops": "FLOPs per example", "latency": "latency at batch 1 (measured)"}[axis]
     paths = []
     pts = points(frame)
+    colors = {m: f"C{i}" for i, m in enumerate(sorted(pts.method.unique()))}  # one colour per method on every plot
     for task, rows in pts.groupby("task"):
         fig, ax = plt.subplots(figsize=(7, 4.6))
-        for i, (method, curve) in enumerate(sorted(rows.groupby("method"), key=lambda kv: kv[0])):
+        for method, curve in sorted(rows.groupby("method"), key=lambda kv: kv[0]):
             curve = curve[curve[speed].notna()]
             if curve.empty:
                 continue
-            color = f"C{i}"
+            color = colors[method]
             x = 1.0 / curve[speed]
             if method == "full":
                 ax.plot(x, curve.score, "*", color=color, markersize=14, label="full")
