@@ -57,9 +57,9 @@ def main() -> None:
     batches = list(data.loader(data.dev["validation"], cfg.eval.batch_size))
     result = {"task": args.task, "eval_batch_size": cfg.eval.batch_size, "dev_examples": len(data.dev["validation"]),
               "threads": torch.get_num_threads(), "methods": {}}
+    models = {name: trained(name, args.task)[:2] for name in args.methods}  # training needs gradients: first
     with torch.no_grad():
-        for name in args.methods:
-            method, model, _, _ = trained(name, args.task)
+        for name, (method, model) in models.items():
             grid = method.knob_values(model.backbone.num_layers)
             candidates = {"full": lambda: [full_model(b) for b in batches]}
             for k in (10, 20):
