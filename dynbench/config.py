@@ -158,6 +158,12 @@ class RootConfig:
     progress: bool = True
 
 
+def check_nonnegative_grid(values: Optional[list[Any]], key: str, what: str) -> None:
+    """A knob grid of finite values >= 0 (null = the method's default); ``what`` names them in the error."""
+    if values is not None and (not values or any(not 0 <= v < float("inf") for v in values)):
+        raise ValueError(f"{key}: {what} must be finite and >= 0, got {values}")
+
+
 def register_schemas() -> None:
     """Store the schemas that the YAML files extend (``defaults: [task_schema, _self_]``)."""
     cs = ConfigStore.instance()

@@ -57,8 +57,10 @@ class LiveBatch:
         self.h, self.mask, self.rows, self.positions = self.h[keep], self.mask[keep], self.rows[keep], self.positions[keep]
         if self.key_weights is not None:
             self.key_weights = self.key_weights[keep]
-        width = int(self.mask.sum(1).max()) if len(self.rows) else 0
-        self._take(torch.arange(width, device=self.mask.device).expand(len(self.rows), width))
+        width = int(self.mask.sum(1).max()) if len(self.rows) else 0  # sequences are right-padded: a slice, no copy
+        self.h, self.mask, self.positions = self.h[:, :width], self.mask[:, :width], self.positions[:, :width]
+        if self.key_weights is not None:
+            self.key_weights = self.key_weights[:, :width]
 
     def keep_tokens(self, keep: torch.Tensor) -> None:
         """Tokens where ``keep [b, t]`` is False leave their row's sequence for every later layer. The kept ones

@@ -30,7 +30,7 @@ from torch import nn
 
 from dynbench import exits
 from dynbench.backbone import Backbone
-from dynbench.config import MethodConfig, TaskConfig
+from dynbench.config import MethodConfig, TaskConfig, check_nonnegative_grid
 from dynbench.errors import DynbenchError
 from dynbench.heads import DactHead, PoolerHead
 from dynbench.method import Batch, Knob, Stage, register_method, task_loss
@@ -45,10 +45,8 @@ class DactConfig(MethodConfig):
     slack: Optional[list[float]] = None  # the inference knob's grid; null = SLACK_GRID for the task's kind
 
     def __post_init__(self) -> None:
-        if self.knobs is not None and (not self.knobs or any(not 0 <= t < float("inf") for t in self.knobs)):
-            raise ValueError(f"method.knobs: ponder weights tau must be finite and >= 0, got {self.knobs}")
-        if self.slack is not None and (not self.slack or any(not 0 <= s < float("inf") for s in self.slack)):
-            raise ValueError(f"method.slack: halting slacks must be finite and >= 0, got {self.slack}")
+        check_nonnegative_grid(self.knobs, "method.knobs", "ponder weights tau")
+        check_nonnegative_grid(self.slack, "method.slack", "halting slacks")
 
 
 class HaltingRule(exits.ExitRule):

@@ -35,7 +35,7 @@ from torch import nn
 
 from dynbench import tokens
 from dynbench.backbone import Backbone
-from dynbench.config import MethodConfig
+from dynbench.config import MethodConfig, check_nonnegative_grid
 from dynbench.heads import PoolerHead
 from dynbench.live import LiveBatch
 from dynbench.method import Batch, Knob, Method, Output, Stage, register_method, task_loss
@@ -52,8 +52,7 @@ class TokenGatesConfig(MethodConfig):
     two_stage: bool = True  # start from the cached plain fine-tune (else from the pretrained backbone)
 
     def __post_init__(self) -> None:
-        if self.knobs is not None and (not self.knobs or any(not 0 <= v < float("inf") for v in self.knobs)):
-            raise ValueError(f"method.knobs: sparsity weights lambda must be finite and >= 0, got {self.knobs}")
+        check_nonnegative_grid(self.knobs, "method.knobs", "sparsity weights lambda")
         if not 0 <= self.beta < float("inf"):
             raise ValueError(f"method.beta: must be finite and >= 0, got {self.beta}")
         if not self.gate_lr_scale > 0:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from dynbench.backbone import Backbone
-from dynbench.config import MethodConfig
+from dynbench.config import MethodConfig, check_nonnegative_grid
 from dynbench.heads import PoolerHead
 from dynbench.live import LiveBatch
 from dynbench.method import Batch, Knob, Method, Output, Stage, register_method
@@ -44,8 +44,7 @@ class TrBertConfig(MethodConfig):
     temperature: float = 1.0  # of the distillation to the stage-1 model
 
     def __post_init__(self) -> None:
-        if self.knobs is not None and (not self.knobs or any(not 0 <= a < float("inf") for a in self.knobs)):
-            raise ValueError(f"method.knobs: length penalties alpha must be finite and >= 0, got {self.knobs}")
+        check_nonnegative_grid(self.knobs, "method.knobs", "length penalties alpha")
         if self.samples < 2 or self.joint_samples < 2:
             raise ValueError("method.samples and method.joint_samples: need >= 2 copies per example for the baseline")
         if not self.temperature > 0:
