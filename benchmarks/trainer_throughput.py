@@ -2,7 +2,10 @@
 max length, optimiser settings and dynamic padding, measured side by side in one process.
 
 Part 1 (throughput): ``--rounds`` alternating rounds of ``--steps`` optimiser steps each, a fresh model every
-time; the median examples/s of each and their ratio. Part 2 (``--score``): the Trainer fine-tunes for the
+time; the median examples/s of each and their ratio. The two samplers draw different batches, and with dynamic
+padding a batch costs what its longest example costs, so a short run can favour either side by luck of the
+draw: each round uses its own shuffle seed (the bias averages out over rounds), and the padded tokens each side
+processed are counted, to give the per-token ratio (the fair comparison of the loops themselves) too. Part 2 (``--score``): the Trainer fine-tunes for the
 full budget (``train.epochs``) and is scored on dev, to set beside the ``full`` record of the same config.
 
     python benchmarks/trainer_throughput.py --task mrpc --steps 40 --rounds 3 --score
@@ -42,19 +45,28 @@ def trainer_args(cfg, out: str, steps: int | None, total: int) -> TrainingArgume
     )
 
 
-def run_trainer(cfg, data, steps: int | None) -> tuple[float, Trainer]:
+def run_trainer(cfg, data, steps: int | None) -> tuple[float, Trainer, int]:
+    """Seconds of ``trainer.train()``, the trainer, and the padded tokens it trained on."""
     total = steps or math.ceil(len(data.train) / cfg.train.batch_size) * cfg.train.epochs
     model = AutoModelForSequenceClassification.from_pretrained(
         _resolve(cfg.model.pretrained), num_labels=cfg.task.num_labels, attn_implementation=cfg.model.attn_implementation)
+    tokens = 0
+
+    def count(module, args, kwargs):  # the forward's batches (accelerate's loader fetches one batch ahead)
+        nonlocal tokens
+        tokens += kwargs["input_ids"].numel()
+
+    model.register_forward_pre_hook(count, with_kwargs=True)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(model=model, args=trainer_args(cfg, out, steps, total), train_dataset=data.train,
                           data_collator=DataCollatorWithPadding(data.tokenizer))
         start = time.perf_counter()
         trainer.train()
-        return time.perf_counter() - start, trainer
+        return time.perf_counter() - start, trainer, tokens
 
 
-def run_ours(cfg, data, steps: int) -> float:
+def run_ours(cfg, data, steps: int) -> tuple[float, int]:
+    """Seconds of dynbench's loop, and the padded tokens it trained on (its loader is seeded, so recounted)."""
     torch.manual_seed(cfg.seed)
     model = get_method("full")(cfg.method, cfg.task).build(load_backbone(cfg.model), None)
     stage = dataclasses.replace(plain_finetune(model.backbone.num_layers), predict=None)
@@ -62,7 +74,9 @@ def run_ours(cfg, data, steps: int) -> float:
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         _Run(model, stage, data, train_cfg, Path(out), cfg.seed, Logger(), False, cfg.eval.batch_size).run()
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+    loader = data.loader(data.train, cfg.train.batch_size, shuffle=True, seed=cfg.seed * 1000)  # _Run's epoch-1 order
+    return seconds, sum(batch["input_ids"].numel() for batch, _ in zip(loader, range(steps)))
 
 
 def main() -> None:
@@ -77,19 +91,30 @@ def main() -> None:
     data = load_task(cfg.task, load_tokenizer(cfg.model), cfg.model.max_length, cfg.data_dir, cfg.cache_dir)
     examples = args.steps * cfg.train.batch_size
     rates: dict[str, list[float]] = {"dynbench": [], "trainer": []}
+    token_rates: dict[str, list[float]] = {"dynbench": [], "trainer": []}
     for r in range(args.rounds):
-        rates["dynbench"].append(examples / run_ours(cfg, data, args.steps))
-        rates["trainer"].append(examples / run_trainer(cfg, data, args.steps)[0])
-        print(f"round {r + 1}: dynbench {rates['dynbench'][-1]:.1f} ex/s, trainer {rates['trainer'][-1]:.1f} ex/s", flush=True)
+        round_cfg = dataclasses.replace(cfg, seed=cfg.seed + r)
+        seconds, tokens = run_ours(round_cfg, data, args.steps)
+        rates["dynbench"].append(examples / seconds)
+        token_rates["dynbench"].append(tokens / seconds)
+        seconds, _, tokens = run_trainer(round_cfg, data, args.steps)
+        rates["trainer"].append(examples / seconds)
+        token_rates["trainer"].append(tokens / seconds)
+        print(f"round {r + 1}: dynbench {rates['dynbench'][-1]:.1f} ex/s {token_rates['dynbench'][-1]:.0f} tok/s, "
+              f"trainer {rates['trainer'][-1]:.1f} ex/s {token_rates['trainer'][-1]:.0f} tok/s", flush=True)
+    median = {k: statistics.median(v) for k, v in rates.items()}
+    median_tokens = {k: statistics.median(v) for k, v in token_rates.items()}
     result = {
         "task": cfg.task.name, "model": cfg.model.name, "batch_size": cfg.train.batch_size,
         "max_length": cfg.model.max_length, "steps_per_round": args.steps, "rounds": args.rounds,
-        "examples_per_s": {k: statistics.median(v) for k, v in rates.items()}, "all_rounds": rates,
+        "examples_per_s": median, "all_rounds": rates,
+        "padded_tokens_per_s": median_tokens, "all_rounds_tokens": token_rates,
         "threads": torch.get_num_threads(),
+        "ratio_dynbench_over_trainer": median["dynbench"] / median["trainer"],
+        "ratio_tokens_dynbench_over_trainer": median_tokens["dynbench"] / median_tokens["trainer"],
     }
-    result["ratio_dynbench_over_trainer"] = result["examples_per_s"]["dynbench"] / result["examples_per_s"]["trainer"]
     if args.score:
-        seconds, trainer = run_trainer(cfg, data, None)
+        seconds, trainer, _ = run_trainer(cfg, data, None)
         split = next(iter(data.dev.values()))
         pred = trainer.predict(split)
         by_split = {"dev": metrics.split_metrics(cfg.task, np.asarray(pred.predictions), np.asarray(split["label"]))}

@@ -6,7 +6,7 @@ weights load (``OmegaConf.to_object`` runs the checks).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -141,6 +141,9 @@ class MethodConfig:
 
     name: str = MISSING
     knobs: Optional[list[Any]] = None  # the knob grid to sweep; null = the method's default
+    # fields that list grids to sweep: which points a run evaluates, not what any one point gives, so they
+    # are left out of the run's identity (a sub-grid or an extended grid resumes into the same records file)
+    grids: ClassVar[tuple[str, ...]] = ("knobs",)
 
 
 @dataclass

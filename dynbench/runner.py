@@ -37,11 +37,14 @@ def seed_everything(seed: int) -> None:
 
 
 def _identity(cfg: RootConfig, data_source: str) -> dict[str, Any]:
-    """What determines a run's results: the config less paths and cosmetics, plus the data's digest."""
+    """What determines a run's results: the config less paths, cosmetics and knob grids (each record is one
+    knob point, whatever else the grid holds), plus the data's digest."""
     ident = dataclasses.asdict(cfg)
     for key in ("results_dir", "cache_dir", "progress", "logger", "data_dir"):
         ident.pop(key)
     ident["train"].pop("threads")
+    for key in type(cfg.method).grids:
+        ident["method"].pop(key)
     return ident | {"data": data_source}
 
 

@@ -23,7 +23,7 @@ Choices and extensions of dynbench (the DACT-BERT code is not public):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import nn
@@ -43,6 +43,7 @@ SLACK_GRID = {"classification": [0.0, 0.05, 0.1, 0.2, 0.4], "regression": [0.0, 
 @dataclass
 class DactConfig(MethodConfig):
     slack: Optional[list[float]] = None  # the inference knob's grid; null = SLACK_GRID for the task's kind
+    grids: ClassVar[tuple[str, ...]] = ("knobs", "slack")
 
     def __post_init__(self) -> None:
         check_nonnegative_grid(self.knobs, "method.knobs", "ponder weights tau")

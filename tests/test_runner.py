@@ -34,6 +34,15 @@ def test_rerun_neither_duplicates_nor_retrains(config) -> None:
     assert second == first  # nothing re-evaluated, nothing duplicated
 
 
+def test_a_larger_grid_resumes_into_the_same_records(config) -> None:
+    cfg = config("method=truncate", "task=rte", "eval.timing=false", "method.knobs=[1]")
+    [first] = run(cfg)
+    both = run(config("method=truncate", "task=rte", "eval.timing=false", "method.knobs=[2,1]"))
+    assert [r["knob_value"] for r in both] == [1, 2] and both[0] == first  # k=1 kept, not re-evaluated
+    assert both[1]["stages"][0]["reused"] is False and {r["config_hash"] for r in both} == {first["config_hash"]}
+    assert len(list(Path(cfg.results_dir).glob("*.jsonl"))) == 1
+
+
 def test_truncate_trains_one_model_per_k_and_saves_flops(config) -> None:
     records = run(config("method=truncate", "task=rte", "eval.timing=false"))
     assert [r["knob_value"] for r in records] == [1, 2]
