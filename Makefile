@@ -5,7 +5,7 @@ export GLUE_DIR
 # the CPU build of torch installs from a local wheel in seconds; TORCH_SPEC=torch gets a CUDA build
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: help install test test-all smoke bench-core bench-trainer bench-exits bench-dact report clean
+.PHONY: help install test test-all smoke bench-core bench-trainer bench-exits bench-dact bench-tokens report clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ bench-exits: install ## issue-4 figures: full, DeeBERT, PABEE, FastBERT on MRPC 
 
 bench-dact: install ## issue-5 figures: DACT over tau on MRPC and RTE, beside the exit family (about 13 min per tau)
 	PY=$(PY) benchmarks/dact.sh results/exits mrpc rte
+
+bench-tokens: install ## issue-6 figures: token gates and TR-BERT beside full on MRPC, RTE, SST-2 (many hours on 2 cores)
+	PY=$(PY) benchmarks/tokens.sh results/tokens mrpc rte sst2
 
 report: install ## tables, plots and report.html from the records under results/exits (RESULTS=... for another)
 	$(PY) -m dynbench.report $(or $(RESULTS),results/exits)

@@ -1,8 +1,8 @@
 """dynbench's training loop against the Hugging Face ``Trainer``: same model, data split, batch size,
 max length, optimiser settings and dynamic padding, measured side by side in one process.
 
-Part 1 (throughput): ``--rounds`` alternating rounds of ``--steps`` optimiser steps each, a fresh model every
-time; the median examples/s of each and their ratio. The two samplers draw different batches, and with dynamic
+Part 1 (throughput): ``--rounds`` rounds of ``--steps`` optimiser steps on each side, a fresh model every
+time, the side that goes first alternating; the median examples/s of each and their ratio. The two samplers draw different batches, and with dynamic
 padding a batch costs what its longest example costs, so a short run can favour either side by luck of the
 draw: each round uses its own shuffle seed (the bias averages out over rounds), and the padded tokens each side
 processed are counted, to give the per-token ratio (the fair comparison of the loops themselves) too. Part 2 (``--score``): the Trainer fine-tunes for the
@@ -45,8 +45,8 @@ def trainer_args(cfg, out: str, steps: int | None, total: int) -> TrainingArgume
     )
 
 
-def run_trainer(cfg, data, steps: int | None) -> tuple[float, Trainer, int]:
-    """Seconds of ``trainer.train()``, the trainer, and the padded tokens it trained on."""
+def run_trainer(cfg, data, steps: int | None) -> tuple[float, int, Trainer]:
+    """Seconds of ``trainer.train()``, the padded tokens it trained on, and the trainer."""
     total = steps or math.ceil(len(data.train) / cfg.train.batch_size) * cfg.train.epochs
     model = AutoModelForSequenceClassification.from_pretrained(
         _resolve(cfg.model.pretrained), num_labels=cfg.task.num_labels, attn_implementation=cfg.model.attn_implementation)
@@ -62,7 +62,7 @@ def run_trainer(cfg, data, steps: int | None) -> tuple[float, Trainer, int]:
                           data_collator=DataCollatorWithPadding(data.tokenizer))
         start = time.perf_counter()
         trainer.train()
-        return time.perf_counter() - start, trainer, tokens
+        return time.perf_counter() - start, tokens, trainer
 
 
 def run_ours(cfg, data, steps: int) -> tuple[float, int]:
@@ -94,12 +94,12 @@ def main() -> None:
     token_rates: dict[str, list[float]] = {"dynbench": [], "trainer": []}
     for r in range(args.rounds):
         round_cfg = dataclasses.replace(cfg, seed=cfg.seed + r)
-        seconds, tokens = run_ours(round_cfg, data, args.steps)
-        rates["dynbench"].append(examples / seconds)
-        token_rates["dynbench"].append(tokens / seconds)
-        seconds, _, tokens = run_trainer(round_cfg, data, args.steps)
-        rates["trainer"].append(examples / seconds)
-        token_rates["trainer"].append(tokens / seconds)
+        sides = {"dynbench": lambda: run_ours(round_cfg, data, args.steps),
+                 "trainer": lambda: run_trainer(round_cfg, data, args.steps)[:2]}
+        for side in sorted(sides, reverse=r % 2 == 1):  # who goes first alternates: the machine's drift cancels
+            seconds, tokens = sides[side]()
+            rates[side].append(examples / seconds)
+            token_rates[side].append(tokens / seconds)
         print(f"round {r + 1}: dynbench {rates['dynbench'][-1]:.1f} ex/s {token_rates['dynbench'][-1]:.0f} tok/s, "
               f"trainer {rates['trainer'][-1]:.1f} ex/s {token_rates['trainer'][-1]:.0f} tok/s", flush=True)
     median = {k: statistics.median(v) for k, v in rates.items()}
@@ -114,7 +114,7 @@ def main() -> None:
         "ratio_tokens_dynbench_over_trainer": median_tokens["dynbench"] / median_tokens["trainer"],
     }
     if args.score:
-        seconds, trainer, _ = run_trainer(cfg, data, None)
+        seconds, _, trainer = run_trainer(cfg, data, None)
         split = next(iter(data.dev.values()))
         pred = trainer.predict(split)
         by_split = {"dev": metrics.split_metrics(cfg.task, np.asarray(pred.predictions), np.asarray(split["label"]))}

@@ -96,6 +96,9 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     max_steps: Optional[int] = None  # caps the steps of every stage
     early_stopping_patience: Optional[int] = None  # epochs without a better calibration score
+    # a seeded random subset of the training split (a budget cut for big tasks on CPU, e.g. SST-2): part of
+    # the budget, so records say it (`train_examples`, `budget_hash`); calibration and dev stay whole
+    train_subset: Optional[int] = None
     limit_train: Optional[int] = None  # smoke runs only: records carry `limited: true`
     limit_eval: Optional[int] = None
     threads: Optional[int] = None  # torch threads per job (set per job under joblib multirun)
@@ -105,7 +108,7 @@ class TrainConfig:
             raise ValueError("train: epochs, batch_size and lr must be positive")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"train.warmup_fraction: must be in [0, 1), got {self.warmup_fraction}")
-        for name in ("max_steps", "limit_train", "limit_eval", "threads", "early_stopping_patience"):
+        for name in ("max_steps", "train_subset", "limit_train", "limit_eval", "threads", "early_stopping_patience"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"train.{name}: must be >= 1 or null, got {value}")

@@ -141,8 +141,11 @@ def load_task(
     cache_dir: str,
     limit_train: Optional[int] = None,
     limit_eval: Optional[int] = None,
+    train_subset: Optional[int] = None,
 ) -> TaskData:
-    """Read (TSV or hub), split off calibration, tokenise (cached), and apply smoke-run limits."""
+    """Read (TSV or hub), split off calibration, tokenise (cached), draw the training subset if one is asked
+    for (seeded by the task's ``split_seed``, so every seed and method trains on the same examples), and
+    apply smoke-run limits."""
     train, devs, source = _from_dir(task, data_dir) if data_dir else _from_hub(task)
     key_src = json.dumps(
         [source, task.name, task.calib_fraction, task.calib_max, task.split_seed, tokenizer.name_or_path, max_length]
@@ -170,10 +173,13 @@ def load_task(
         splits.save_to_disk(str(cache))
         (cache / "done").touch()
     cut = lambda ds, n: ds.select(range(min(n, len(ds)))) if n else ds  # noqa: E731
+    train = splits["train"]
+    if train_subset and train_subset < len(train):
+        train = train.shuffle(seed=task.split_seed).select(range(train_subset))
     return TaskData(
         task=task,
         source=source,
-        train=cut(splits["train"], limit_train),
+        train=cut(train, limit_train),
         calib=cut(splits["calib"], limit_eval),
         dev={k: cut(splits[f"dev_{k}"], limit_eval) for k in devs},
         tokenizer=tokenizer,

@@ -36,22 +36,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# training fields added after records and checkpoints existed: left out of keys while at their neutral value,
+# so that existing run identities, budget hashes and cached stages stay valid
+_NEUTRAL_WHEN_NONE = ("train_subset",)
+
+
+def _budget(cfg: RootConfig) -> dict[str, Any]:
+    """The training config as it enters keys: less ``threads`` (speed, not results) and neutral late fields."""
+    return {k: v for k, v in dataclasses.asdict(cfg.train).items()
+            if k != "threads" and not (k in _NEUTRAL_WHEN_NONE and v is None)}
+
+
 def _identity(cfg: RootConfig, data_source: str) -> dict[str, Any]:
     """What determines a run's results: the config less paths, cosmetics and knob grids (each record is one
     knob point, whatever else the grid holds), plus the data's digest."""
     ident = dataclasses.asdict(cfg)
     for key in ("results_dir", "cache_dir", "progress", "logger", "data_dir"):
         ident.pop(key)
-    ident["train"].pop("threads")
     for key in type(cfg.method).grids:
         ident["method"].pop(key)
-    return ident | {"data": data_source}
+    return ident | {"train": _budget(cfg), "data": data_source}
 
 
 def stage_key_base(cfg: RootConfig, data_source: str) -> dict[str, Any]:
     """What every stage's checkpoint key starts from: model, task, the data itself, seed and training budget."""
     return {"model": dataclasses.asdict(cfg.model), "task": dataclasses.asdict(cfg.task), "data": data_source,
-            "seed": cfg.seed, "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k != "threads"}}
+            "seed": cfg.seed, "train": _budget(cfg)}
 
 
 def _param_count(model: torch.nn.Module) -> int:
@@ -79,7 +89,7 @@ def run(cfg: RootConfig, output_dir: Optional[Path] = None) -> list[dict[str, An
     reference = get_method("full")(cfg.method, cfg.task).build(load_backbone(cfg.model, cfg.seed), None)
     grid = method.knob_values(reference.backbone.num_layers)
     data = load_task(cfg.task, load_tokenizer(cfg.model), cfg.model.max_length, cfg.data_dir, cfg.cache_dir,
-                     cfg.train.limit_train, cfg.train.limit_eval)
+                     cfg.train.limit_train, cfg.train.limit_eval, cfg.train.train_subset)
     ident = _identity(cfg, data.source)
     config_hash = stable_hash(ident)
     run_id = f"{cfg.method.name}-{cfg.task.name}-{cfg.model.name}-seed{cfg.seed}-{config_hash[:8]}"
@@ -141,6 +151,7 @@ def _train_and_evaluate(cfg: RootConfig, method: Method, reference: torch.nn.Mod
                 "task": cfg.task.name, "model": cfg.model.name, "seed": cfg.seed,
                 **result, **_knob_fields(method, train_value, result["knob_value"]),
                 "train_seconds": sum(s.seconds for s in stages), "train_steps": sum(s.steps for s in stages),
+                "train_examples": len(data.train),
                 "train_reused": all(s.reused for s in stages),
                 "train_peak_rss_mb": max((s.peak_rss_mb or 0.0 for s in stages), default=None) or None,
                 "stages": [dataclasses.asdict(s) for s in stages],

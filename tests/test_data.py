@@ -97,6 +97,19 @@ def test_calibration_split_is_disjoint_fixed_and_cached(tmp_path) -> None:
     assert max(len(x) for x in data.train["input_ids"]) <= 128
 
 
+def test_a_training_subset_is_seeded_and_leaves_calibration_and_dev_whole(tmp_path) -> None:
+    task, tok = _task("rte"), load_tokenizer(make_config("model=tiny").model)
+    whole = load_task(task, tok, 128, str(GLUE), str(tmp_path / "cache"))
+    sub = load_task(task, tok, 128, str(GLUE), str(tmp_path / "cache"), train_subset=100)
+    assert len(sub.train) == 100 and not sub.limited
+    assert sub.calib["input_ids"] == whole.calib["input_ids"] and len(sub.dev["validation"]) == 277
+    picked = {tuple(x) for x in sub.train["input_ids"]}
+    assert picked <= {tuple(x) for x in whole.train["input_ids"]}
+    assert sub.train["input_ids"][:100] != whole.train["input_ids"][:100]  # drawn at random, not the head
+    again = load_task(task, tok, 128, str(GLUE), str(tmp_path / "cache"), train_subset=100)
+    assert again.train["input_ids"] == sub.train["input_ids"]
+
+
 def test_mnli_has_matched_and_mismatched_dev(tmp_path) -> None:
     header = ["index", "sentence1", "sentence2", "gold_label"]
     rows = [[str(i), f"premise {i}", f"hypothesis {i}", lab] for i, lab in
