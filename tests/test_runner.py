@@ -43,6 +43,15 @@ def test_a_larger_grid_resumes_into_the_same_records(config) -> None:
     assert len(list(Path(cfg.results_dir).glob("*.jsonl"))) == 1
 
 
+def test_a_training_subset_is_part_of_the_budget(config) -> None:
+    [whole] = run(config("method=full", "task=rte", "eval.timing=false"))
+    [sub] = run(config("method=full", "task=rte", "eval.timing=false", "train.train_subset=20"))
+    assert (whole["train_examples"], sub["train_examples"]) == (48, 20)  # train=smoke keeps 48 examples
+    assert sub["budget_hash"] != whole["budget_hash"] and sub["config_hash"] != whole["config_hash"]
+    assert "train_subset" not in whole["config"]["train"]  # unset: the keys of earlier records stand
+    assert sub["eval_examples"] == whole["eval_examples"]
+
+
 def test_truncate_trains_one_model_per_k_and_saves_flops(config) -> None:
     records = run(config("method=truncate", "task=rte", "eval.timing=false"))
     assert [r["knob_value"] for r in records] == [1, 2]
