@@ -17,13 +17,12 @@ Choices of dynbench where the paper's method section is not public (METHODS.md �
   which keeps the task's gradient on a closed gate so that it can reopen), so the soft model trained is the
   hard model run; kept tokens keep their (near 1) weight at inference too.
 - Both terms are normalised by the example's length, so ``lambda`` is a weight on the fraction of tokens
-  kept; the default grid spans that scale (provisional: not yet tuned on real data).
-- Two stages (default): the cached plain fine-tune, then gates and backbone together, the gates at
-  ``gate_lr_scale`` × the lr (PoWER-BERT: 1e-4..1e-2 for its retention parameters, 2e-5..6e-5 for BERT).
-  ``two_stage=false`` trains gates and backbone together from the pretrained checkpoint.
-- Ranks are scored with eager attention (SDPA does not return its probabilities); FLOPs are the same, the
-  wall-clock (against the SDPA full model) is what it is. The ranking's sums and sort are not matmuls and
-  count 0 in ``FlopCounterMode`` (well under 0.1% of a layer).
+  kept. At g = 1 the two terms pull a gate of layer l shut by ``(lambda · S_l − beta) / n`` with
+  ``S_l = l + … + L`` (a token shut before layer l is gone from every later layer), against the task's pull to
+  keep it: below ``beta / S_2`` (1/200 for MiniLM at the default beta) no gate is pulled shut at all, above
+  ``beta / S_L`` (1/60) every layer's gates are, and lambda then weighs the cost against the task. The default
+  grid spans two decades above those thresholds (where the task's pull lies is not known in advance; the
+  grid is not yet tuned on real data).
 """
 from __future__ import annotations
 

@@ -112,6 +112,19 @@ def test_bimodal_and_cost_terms_on_hand_made_gates() -> None:
     assert bimodal_grad.tolist() == pytest.approx([0.0, 0.125, -0.25], abs=1e-6)
 
 
+@pytest.mark.parametrize("lam", [0.01, 0.03, 0.1])
+def test_the_regularizers_pull_on_an_open_gate(lam) -> None:
+    """The README's reading of the lambda grid rests on this: at g = 1 the two terms pull a gate of layer l by
+    (lambda · S_l − beta) / n, S_l = l + … + L (a token shut before layer l is gone from every later layer)."""
+    model, task_only = _model(layers=6), _model(layers=6)
+    batch = random_batch([5], width=8)
+    gates_loss(model, batch, lam=lam, beta=0.1).backward()
+    gates_loss(task_only, batch, lam=0.0, beta=0.0).backward()
+    pull = (model.gates.grad - task_only.gates.grad)[:, 1:5]  # the 4 non-[CLS] tokens' ranks, layers 2..6
+    later = torch.tensor([sum(range(l, 7)) for l in range(2, 7)], dtype=pull.dtype)[:, None].expand_as(pull)
+    torch.testing.assert_close(pull, (lam * later - 0.1) / 5, atol=1e-6, rtol=0)
+
+
 def test_bad_knobs_fail_at_config_time() -> None:
     with pytest.raises(DynbenchError, match="lambda must be finite and >= 0"):
         make_config("method=token_gates", "method.knobs=[-1]")
