@@ -13,7 +13,7 @@ tasks=${*:-mrpc rte}
 for task in $tasks; do
   for method in ${METHODS:-full deebert pabee fastbert}; do  # deebert right after full: it reuses full as stage 1
     extra=()
-    # training knobs train one model per value (DACT: about 10 min each on MRPC): the default grid spread-first,
+    # training knobs train one model per value (DACT: 10-13 min each on MRPC): the default grid spread-first,
     # so that an interrupted run has already covered the range
     [[ $method == dact ]] && extra+=('method.knobs=[0.05,0.5,0.005,0.1,0.01,0.001,0.0]')
     [[ $method == token_gates ]] && extra+=('method.knobs=[0.1,1.0,0.01,0.03,0.3,0.0]')

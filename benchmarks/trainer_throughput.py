@@ -8,12 +8,13 @@ draw: each round uses its own shuffle seed (the bias averages out over rounds), 
 processed are counted, to give the per-token ratio (the fair comparison of the loops themselves) too. Part 2 (``--score``): the Trainer fine-tunes for the
 full budget (``train.epochs``) and is scored on dev, to set beside the ``full`` record of the same config.
 
-    python benchmarks/trainer_throughput.py --task mrpc --steps 40 --rounds 3 --score
+    python benchmarks/trainer_throughput.py --task mrpc --steps 40 --rounds 5 --score
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import statistics
@@ -31,6 +32,7 @@ from dynbench.cli import load_config
 from dynbench.data import load_task
 from dynbench.loggers import Logger
 from dynbench.method import get_method
+from dynbench.records import git_commit
 from dynbench.train import _Run
 from methods.full import plain_finetune
 
@@ -75,15 +77,16 @@ def run_ours(cfg, data, steps: int) -> tuple[float, int]:
         start = time.perf_counter()
         _Run(model, stage, data, train_cfg, Path(out), cfg.seed, Logger(), False, cfg.eval.batch_size).run()
         seconds = time.perf_counter() - start
-    loader = data.loader(data.train, cfg.train.batch_size, shuffle=True, seed=cfg.seed * 1000)  # _Run's epoch-1 order
-    return seconds, sum(batch["input_ids"].numel() for batch, _ in zip(loader, range(steps)))
+    batches = (batch for epoch in itertools.count()  # _Run's order: one seeded shuffle per epoch
+               for batch in data.loader(data.train, cfg.train.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch))
+    return seconds, sum(batch["input_ids"].numel() for batch in itertools.islice(batches, steps))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="mrpc")
     ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--score", action="store_true", help="also fine-tune with the Trainer for the full budget")
     ap.add_argument("--out", default="results/trainer_vs_dynbench.json")
     args = ap.parse_args()
@@ -92,11 +95,14 @@ def main() -> None:
     examples = args.steps * cfg.train.batch_size
     rates: dict[str, list[float]] = {"dynbench": [], "trainer": []}
     token_rates: dict[str, list[float]] = {"dynbench": [], "trainer": []}
+    first: list[str] = []
     for r in range(args.rounds):
         round_cfg = dataclasses.replace(cfg, seed=cfg.seed + r)
         sides = {"dynbench": lambda: run_ours(round_cfg, data, args.steps),
                  "trainer": lambda: run_trainer(round_cfg, data, args.steps)[:2]}
-        for side in sorted(sides, reverse=r % 2 == 1):  # who goes first alternates: the machine's drift cancels
+        order = sorted(sides, reverse=r % 2 == 1)  # who goes first alternates: the machine's drift cancels
+        first.append(order[0])
+        for side in order:
             seconds, tokens = sides[side]()
             rates[side].append(examples / seconds)
             token_rates[side].append(tokens / seconds)
@@ -107,7 +113,7 @@ def main() -> None:
     result = {
         "task": cfg.task.name, "model": cfg.model.name, "batch_size": cfg.train.batch_size,
         "max_length": cfg.model.max_length, "steps_per_round": args.steps, "rounds": args.rounds,
-        "examples_per_s": median, "all_rounds": rates,
+        "examples_per_s": median, "all_rounds": rates, "first_per_round": first, "git_commit": git_commit(),
         "padded_tokens_per_s": median_tokens, "all_rounds_tokens": token_rates,
         "threads": torch.get_num_threads(),
         "ratio_dynbench_over_trainer": median["dynbench"] / median["trainer"],

@@ -174,7 +174,10 @@ def load_task(
         (cache / "done").touch()
     cut = lambda ds, n: ds.select(range(min(n, len(ds)))) if n else ds  # noqa: E731
     train = splits["train"]
-    if train_subset and train_subset < len(train):
+    if train_subset:
+        if train_subset >= len(train):
+            raise DynbenchError(f"train.train_subset={train_subset} is not below {task.name}'s {len(train)} training "
+                                "examples (after the calibration split); lower it or leave it unset")
         train = train.shuffle(seed=task.split_seed).select(range(train_subset))
     return TaskData(
         task=task,

@@ -23,6 +23,12 @@ Choices of dynbench where the paper's method section is not public (METHODS.md Â
   ``beta / S_L`` (1/60) every layer's gates are, and lambda then weighs the cost against the task. The default
   grid spans two decades above those thresholds (where the task's pull lies is not known in advance; the
   grid is not yet tuned on real data).
+- Two stages (default): the cached plain fine-tune, then gates and backbone together, the gates at
+  ``gate_lr_scale`` Ã— the lr (PoWER-BERT: 1e-4..1e-2 for its retention parameters, 2e-5..6e-5 for BERT).
+  ``two_stage=false`` trains gates and backbone together from the pretrained checkpoint.
+- Ranks are scored with eager attention (SDPA does not return its probabilities); FLOPs are the same, the
+  wall-clock (against the SDPA full model) is what it is. The ranking's sums and sort are not matmuls and
+  count 0 in ``FlopCounterMode`` (well under 0.1% of a layer).
 """
 from __future__ import annotations
 

@@ -108,6 +108,8 @@ def test_a_training_subset_is_seeded_and_leaves_calibration_and_dev_whole(tmp_pa
     assert sub.train["input_ids"][:100] != whole.train["input_ids"][:100]  # drawn at random, not the head
     again = load_task(task, tok, 128, str(GLUE), str(tmp_path / "cache"), train_subset=100)
     assert again.train["input_ids"] == sub.train["input_ids"]
+    with pytest.raises(DynbenchError, match=r"train.train_subset=2241 is not below rte's 2241 training examples"):
+        load_task(task, tok, 128, str(GLUE), str(tmp_path / "cache"), train_subset=2241)
 
 
 def test_mnli_has_matched_and_mismatched_dev(tmp_path) -> None:
