@@ -88,9 +88,10 @@ def run(model: MultiExitModel, batch: Batch, rule: ExitRule, knob: Any) -> Outpu
         if layer == last:
             logits[live.rows] = answer
             break
-        logits[live.rows[leave]] = answer[leave]
-        state = {k: v[~leave] for k, v in state.items()}
-        live.keep_rows(~leave)
+        if leave.any():  # else nothing to move: at batch 1 that is every layer but the exit one
+            logits[live.rows[leave]] = answer[leave]
+            state = {k: v[~leave] for k, v in state.items()}
+            live.keep_rows(~leave)
     return Output(logits, live.trace)
 
 
