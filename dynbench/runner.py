@@ -137,6 +137,9 @@ def _train_and_evaluate(cfg: RootConfig, method: Method, reference: torch.nn.Mod
                         config_hash: str, ident: dict[str, Any]) -> None:
     key_base = stage_key_base(cfg, data.source)
     progress = cfg.progress
+    # the code that runs is the code imported at start: read the commit now, not when a record is written
+    # (a long run outlives commits made beside it)
+    provenance = {"git_commit": git_commit(), "git_dirty": git_dirty()}
     for train_value, sweep in groups:
         seed_everything(cfg.seed)
         model = method.build(load_backbone(cfg.model, cfg.seed), train_value)
@@ -157,7 +160,7 @@ def _train_and_evaluate(cfg: RootConfig, method: Method, reference: torch.nn.Mod
                 "stages": [dataclasses.asdict(s) for s in stages],
                 "params": _param_count(model), "params_full": _param_count(reference),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "limited": data.limited, "git_commit": git_commit(), "git_dirty": git_dirty(),
+                "limited": data.limited, **provenance,
                 "config_hash": config_hash, "budget_hash": stable_hash(key_base), "config": ident,
             }
             records.add(record)
