@@ -17,10 +17,11 @@ from dynbench.backbone import load_backbone
 from dynbench.cli import load_config
 from dynbench.method import get_method
 
-KNOB = {"pabee": 5, "deebert": 0.0, "fastbert": 0.0, "dact": 0.0, "full": None}  # values that run every layer
+KNOB = {"pabee": 5, "deebert": 0.0, "fastbert": 0.0, "dact": 0.0, "full": None}  # late or no exits (layers printed)
 
 
-def per_example_ms(method_name: str, length: int, repeats: int, calls: int) -> float:
+def per_example_ms(method_name: str, length: int, repeats: int, calls: int) -> tuple[float, int]:
+    """Median milliseconds per call, and the layers the example went through (random heads may exit early)."""
     cfg = load_config(f"method={method_name}", "task=mrpc", "model=minilm")
     method = get_method(method_name)(cfg.method, cfg.task)
     model = method.build(load_backbone(cfg.model, 0), 0.0 if method.knob and method.knob.at == "train" else None)
@@ -30,13 +31,13 @@ def per_example_ms(method_name: str, length: int, repeats: int, calls: int) -> f
     times = []
     with torch.no_grad():
         for _ in range(calls):  # warm-up
-            method.infer(model, batch, KNOB[method_name])
+            out = method.infer(model, batch, KNOB[method_name])
         for _ in range(repeats):
             start = time.perf_counter()
             for _ in range(calls):
                 method.infer(model, batch, KNOB[method_name])
             times.append((time.perf_counter() - start) / calls)
-    return 1000 * statistics.median(times)
+    return 1000 * statistics.median(times), int(out.trace.layers_run[0])
 
 
 def main() -> None:
@@ -48,7 +49,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     for name in ["full", *args.methods]:
-        print(f"{name:10s} {per_example_ms(name, args.length, args.repeats, args.calls):6.2f} ms per example", flush=True)
+        ms, layers = per_example_ms(name, args.length, args.repeats, args.calls)
+        print(f"{name:10s} {ms:6.2f} ms per example ({layers} layers)", flush=True)
 
 
 if __name__ == "__main__":
