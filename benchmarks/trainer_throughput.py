@@ -2,11 +2,12 @@
 max length, optimiser settings and dynamic padding, measured side by side in one process.
 
 Part 1 (throughput): ``--rounds`` rounds of ``--steps`` optimiser steps on each side, a fresh model every
-time, the side that goes first alternating; the median examples/s of each and their ratio. The two samplers draw different batches, and with dynamic
-padding a batch costs what its longest example costs, so a short run can favour either side by luck of the
-draw: each round uses its own shuffle seed (the bias averages out over rounds), and the padded tokens each side
-processed are counted, to give the per-token ratio (the fair comparison of the loops themselves) too. Part 2 (``--score``): the Trainer fine-tunes for the
-full budget (``train.epochs``) and is scored on dev, to set beside the ``full`` record of the same config.
+time, the side that goes first alternating; the median examples/s of each and their ratio. The two samplers
+draw different batches, and with dynamic padding a batch costs what its longest example costs, so a short
+run can favour either side by luck of the draw: each round uses its own shuffle seed (the bias averages out
+over rounds), and the padded tokens each side processed are counted, to give the per-token ratio (the fair
+comparison of the loops themselves) too. Part 2 (``--score``): the Trainer fine-tunes for the full budget
+(``train.epochs``) and is scored on dev, to set beside the ``full`` record of the same config.
 
     python benchmarks/trainer_throughput.py --task mrpc --steps 40 --rounds 5 --score
 """
@@ -33,7 +34,7 @@ from dynbench.data import load_task
 from dynbench.loggers import Logger
 from dynbench.method import get_method
 from dynbench.records import git_commit
-from dynbench.train import _Run
+from dynbench.train import _Run, epoch_loader
 from methods.full import plain_finetune
 
 
@@ -77,8 +78,8 @@ def run_ours(cfg, data, steps: int) -> tuple[float, int]:
         start = time.perf_counter()
         _Run(model, stage, data, train_cfg, Path(out), cfg.seed, Logger(), False, cfg.eval.batch_size).run()
         seconds = time.perf_counter() - start
-    batches = (batch for epoch in itertools.count()  # _Run's order: one seeded shuffle per epoch
-               for batch in data.loader(data.train, cfg.train.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch))
+    batches = (batch for epoch in itertools.count()
+               for batch in epoch_loader(data, cfg.train.batch_size, cfg.seed, epoch))
     return seconds, sum(batch["input_ids"].numel() for batch in itertools.islice(batches, steps))
 
 

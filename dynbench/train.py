@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -114,6 +115,12 @@ def calib_score(model: nn.Module, stage: Stage, data: TaskData, batch_size: int)
     return primary
 
 
+def epoch_loader(data: TaskData, batch_size: int, seed: int, epoch: int) -> DataLoader:
+    """The training batches of one epoch: a shuffle seeded by the run's seed and the epoch, so a resumed run
+    (and anyone recounting what a run trained on) sees the same batches."""
+    return data.loader(data.train, batch_size, shuffle=True, seed=seed * 1000 + epoch)
+
+
 class _Restart(Exception):
     """The resume point was unreadable and is gone: train the stage from its start."""
 
@@ -195,7 +202,7 @@ class _Run:
             for epoch in range(start, self.epochs):
                 began = time.perf_counter()
                 self.model.train()
-                loader = self.data.loader(self.data.train, self.cfg.batch_size, shuffle=True, seed=self.seed * 1000 + epoch)
+                loader = epoch_loader(self.data, self.cfg.batch_size, self.seed, epoch)
                 bar = tqdm(loader, desc=f"{self.stage.name} epoch {epoch + 1}/{self.epochs}", disable=not self.progress, leave=False)
                 for batch in bar:
                     if step >= self.total:
