@@ -77,6 +77,13 @@ class RecordFile:
     def _key(record: dict[str, Any]) -> tuple[Any, Any]:
         return record["knob_value"], record.get("infer_knob_value")
 
+    def forget_other_versions(self, version: int) -> int:
+        """Drop the records another version of the method wrote (their points are evaluated again, and the
+        file loses them at the next ``add``); returns how many there were."""
+        before = len(self.records)
+        self.records = [r for r in self.records if r.get("method_version") == version]
+        return before - len(self.records)
+
     def has(self, knob_value: Any, infer_knob_value: Any = None) -> bool:
         """Whether the point (``knob_value``, and the second knob's value if the method has one) is recorded."""
         return any(self._key(r) == (knob_value, infer_knob_value) for r in self.records)

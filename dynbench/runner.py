@@ -94,6 +94,9 @@ def run(cfg: RootConfig, output_dir: Optional[Path] = None) -> list[dict[str, An
     config_hash = stable_hash(ident)
     run_id = f"{cfg.method.name}-{cfg.task.name}-{cfg.model.name}-seed{cfg.seed}-{config_hash[:8]}"
     records = RecordFile(Path(cfg.results_dir) / f"{run_id}.jsonl")
+    if stale := records.forget_other_versions(method.version):
+        log.warning("%s: %d records of another version of %s are replaced as their points run again", run_id, stale,
+                    cfg.method.name)
     groups = _pending(method, grid, records)
     if not groups:
         log.info("%s: every knob value is already recorded in %s", run_id, records.path)

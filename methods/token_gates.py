@@ -7,15 +7,19 @@ trainable value in [0, 1] per rank, initialised at 1 (training starts from the f
     task loss + lambda · Σ_l l · mean_x(Σ_tokens g / n) + beta · Σ_l mean_x(Σ_tokens g (1 − g) / n)
 
 The cost term pushes gates towards 0 (harder on deeper layers, as PoWER-BERT); the bi-modal term vanishes only
-at 0 and 1, so gates end binary and the hard inference rule matches training. At inference a token whose
-gate is < 0.5 leaves the sequence for good (``LiveBatch.keep_tokens``); the next layers run on fewer tokens.
+at 0 and 1, and keeps gates away from the 0.5 threshold. At inference a token whose gate is < 0.5 leaves the
+sequence for good (``LiveBatch.keep_tokens``); the next layers run on fewer tokens.
 
 Choices of dynbench where the paper's method section is not public (METHODS.md §1 marks them unverified):
-- A soft gate scales its token's attention as a key (``log g`` added to the attention scores), cumulated over
-  layers, rather than multiplying the token's vector; its vote in the next ranking and its share in both
-  terms are scaled the same way. At g in {0, 1} this is removal (up to a floor of 1e-3 while training,
-  which keeps the task's gradient on a closed gate so that it can reopen), so the soft model trained is the
-  hard model run; kept tokens keep their (near 1) weight at inference too.
+- Straight-through gates: while training, a gate acts on its token's attention as a key, as the hard rule
+  would (an open token weighs 1, a closed one a floor of 1e-3 — ``log w`` added to the attention scores,
+  cumulated over layers; closed tokens also lose their vote in later rankings); the gradient is the soft
+  gate's (``d log w / d g = 1 / g``), which keeps the task's pull on a closed gate so that it can reopen. The
+  model trained is the model run, whatever the gates' values. (Version 1 trained soft weights ``g`` and
+  thresholded them at inference: on MRPC the cost outweighed the default beta, gates settled at 0.45–0.6,
+  and lambda = 1 removed tokens that training still weighed at 0.45, which took F1 to 0.2.) At inference
+  kept tokens weigh exactly 1, so a layer whose gates are open for every rank present needs no ranking at
+  all: it and the layer before it run as the plain model does.
 - Both terms are normalised by the example's length, so ``lambda`` is a weight on the fraction of tokens
   kept. At g = 1 the two terms pull a gate of layer l shut by ``(lambda · S_l − beta) / n`` with
   ``S_l = l + … + L`` (a token shut before layer l is gone from every later layer), against the task's pull to
@@ -26,12 +30,13 @@ Choices of dynbench where the paper's method section is not public (METHODS.md �
 - Two stages (default): the cached plain fine-tune, then gates and backbone together, the gates at
   ``gate_lr_scale`` × the lr (PoWER-BERT: 1e-4..1e-2 for its retention parameters, 2e-5..6e-5 for BERT).
   ``two_stage=false`` trains gates and backbone together from the pretrained checkpoint.
-- Ranks are scored with eager attention (SDPA does not return its probabilities); FLOPs are the same, the
-  wall-clock (against the SDPA full model) is what it is. The ranking's sums and sort are not matmuls and
-  count 0 in ``FlopCounterMode`` (well under 0.1% of a layer).
+- Ranks are scored with eager attention (SDPA does not return its probabilities), at the layers before a
+  gate that can close a token only; FLOPs are the same either way. The ranking's sums and sort are not matmuls
+  and count 0 in ``FlopCounterMode`` (well under 0.1% of a layer).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,27 +90,48 @@ class GatedOutput(Output):
     bimodal: list[torch.Tensor]  # per gated layer: [b] mean g (1 − g)
 
 
+def straight_through(g: torch.Tensor) -> torch.Tensor:
+    """The hard key weight of gates ``g`` (1 if open, ``FLOOR`` if closed) with the soft weight's gradient in
+    log space: the attention scores get ``log w``, so ``d log w / d g = 1 / max(g, FLOOR)``, as if soft."""
+    soft = g + (g.clamp_min(FLOOR) - g).detach()  # a gate pushed below the floor still gets its gradient
+    hard = torch.where(g >= 0.5, 1.0, FLOOR).to(g.dtype)
+    return hard + (soft - soft.detach()) * (hard / soft.detach())
+
+
+def first_closed(gates: torch.Tensor) -> list[float]:
+    """Per gated layer, the first rank (after ``[CLS]``'s) whose gate is closed, or inf: a layer whose
+    tokens are all ranked below it closes nothing, and needs no ranking."""
+    closed = gates.detach()[:, 1:] < 0.5
+    return [float(c.nonzero()[0, 0]) + 1 if c.any() else math.inf for c in closed]
+
+
 def gated_forward(model: GatedClassifier, batch: Batch, hard: bool) -> GatedOutput:
-    """Soft gates (``hard=False``, training) or hard ones, where closed tokens leave the sequence."""
+    """Training (``hard=False``): every gated layer ranks its tokens and each meets its gate, straight
+    through: the forward is the hard model (closed tokens weigh ``FLOOR`` as keys, and do not vote in later
+    rankings), the gradient the soft one's. Inference (``hard=True``): closed tokens leave the sequence, and
+    only layers that can close a token at the current length are ranked; the others, and the layer before
+    them, run as the plain model does (no attention probabilities to keep). ``kept``/``bimodal`` are for the
+    loss, filled while training only."""
     live = LiveBatch(model.backbone, batch)
     gates, last = model.gate_values(), model.backbone.num_layers - 1
-    if not hard:  # a closed gate keeps a trace of weight, so the task can still reopen it
-        gates = gates + (gates.clamp_min(FLOOR) - gates).detach()
+    closes_from = first_closed(gates) if hard else [0.0] * last  # training ranks every gated layer
     kept, bimodal = [], []
     while not live.done:
         layer = live.next_layer
-        if layer > 0:
+        if layer > 0 and closes_from[layer - 1] < live.mask.shape[1]:
             alive = live.mask.to(gates.dtype) * (1 if live.key_weights is None else live.key_weights)
             rank = tokens.ranks(tokens.attention_received(live.attention, live.mask, alive))
             g = gates[layer - 1][rank.clamp(max=gates.shape[1] - 1)]
             g = torch.where(rank == 0, torch.ones_like(g), g)  # [CLS] always goes on
-            length = live.mask.sum(1)
-            kept.append((alive * g).sum(1) / length)  # the (soft) share of the example's tokens going on
-            bimodal.append((alive * g * (1 - g)).sum(1) / length)
-            live.key_weights = alive * g
             if hard:
                 live.keep_tokens(g >= 0.5)
-        live.run_layer(attention=layer < last)
+            else:
+                length = live.mask.sum(1)
+                kept.append((alive * g).sum(1) / length)  # the (soft) share of the example's tokens going on
+                bimodal.append((alive * g * (1 - g)).sum(1) / length)
+                live.key_weights = alive * straight_through(g)
+        ranked_next = layer < last and closes_from[layer] < live.mask.shape[1]
+        live.run_layer(attention=ranked_next)
     return GatedOutput(live.run_head("head", model.head), live.trace, kept, bimodal)
 
 
@@ -117,7 +143,7 @@ def gates_loss(model: GatedClassifier, batch: Batch, lam: float, beta: float) ->
 
 @register_method("token_gates", config=TokenGatesConfig)
 class TokenGates(Method):
-    version = 1
+    version = 2  # 2: straight-through hard gates in training, binary key weights at inference
     knob = Knob("lambda", at="train")
 
     def default_knobs(self, num_layers: int) -> list[Any]:

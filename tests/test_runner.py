@@ -43,6 +43,18 @@ def test_a_larger_grid_resumes_into_the_same_records(config) -> None:
     assert len(list(Path(cfg.results_dir).glob("*.jsonl"))) == 1
 
 
+def test_records_of_another_method_version_are_evaluated_again(config, monkeypatch) -> None:
+    from methods.truncate import Truncate
+
+    cfg = config("method=truncate", "task=rte", "eval.timing=false", "method.knobs=[1]")
+    [old] = run(cfg)
+    monkeypatch.setattr(Truncate, "version", old["method_version"] + 1)
+    [new] = run(cfg)
+    assert new["method_version"] == old["method_version"] + 1  # evaluated again (its checkpoint reused)
+    [path] = list(Path(cfg.results_dir).glob("*.jsonl"))
+    assert [json.loads(line)["method_version"] for line in path.read_text().splitlines()] == [new["method_version"]]
+
+
 def test_a_training_subset_is_part_of_the_budget(config) -> None:
     [whole] = run(config("method=full", "task=rte", "eval.timing=false"))
     [sub] = run(config("method=full", "task=rte", "eval.timing=false", "train.train_subset=20"))

@@ -14,7 +14,7 @@ from dynbench.live import LiveBatch
 from dynbench.method import get_method
 from dynbench.runner import run
 from methods.full import final_output
-from methods.token_gates import gated_forward, gates_loss
+from methods.token_gates import FLOOR, gated_forward, gates_loss, straight_through
 from tests.conftest import make_config, random_batch
 
 
@@ -159,6 +159,44 @@ def test_binary_gates_train_the_model_that_runs_and_closed_gates_still_learn() -
     task.backward()
     closed = model.gates.grad[:, :10][model.gates.detach()[:, :10] == 0]
     assert (closed != 0).any()  # the task still reaches closed gates: they can reopen
+
+
+def test_straight_through_weights_are_hard_with_the_soft_gradient_of_log_g() -> None:
+    g = torch.tensor([1.0, 0.7, 0.5, 0.3, 0.0005], requires_grad=True)
+    w = straight_through(g)
+    assert w.tolist() == pytest.approx([1, 1, 1, FLOOR, FLOOR])
+    w.log().sum().backward()
+    assert g.grad.tolist() == pytest.approx([1, 1 / 0.7, 2, 1 / 0.3, 1 / FLOOR])  # d log max(g, FLOOR) / d g
+
+
+def test_gates_anywhere_in_0_1_train_the_model_that_runs() -> None:
+    """Version 1 trained soft weights g and thresholded at inference; gates that settled near 0.5 then
+    removed tokens that training still weighed at ~0.45. Straight through, training runs the hard model."""
+    model = _model(layers=4)
+    with torch.no_grad():
+        model.gates[:, :12] = torch.rand(3, 12, generator=torch.Generator().manual_seed(1)) * 0.6 + 0.2
+    batch = random_batch([10, 7, 4], width=10)
+    soft = gated_forward(model, batch, hard=False)
+    with torch.no_grad():
+        hard = gated_forward(model, batch, hard=True)
+    assert (hard.trace.layer_tokens[:, -1] < hard.trace.layer_tokens[:, 0]).all()  # tokens did leave
+    torch.testing.assert_close(soft.logits, hard.logits, atol=5e-3, rtol=0)
+
+
+def test_inference_ranks_only_before_gates_that_can_close_a_token(monkeypatch) -> None:
+    model = _model()
+    with torch.no_grad():
+        model.gates[1, 5:] = 0.0  # layer 2's gates all open; layer 3's close ranks 5 and beyond
+    ranked = []
+    with_attention = model.backbone.layer_with_attention
+    monkeypatch.setattr(model.backbone, "layer_with_attention", lambda i, h, mask: ranked.append(i) or with_attention(i, h, mask))
+    with torch.no_grad():
+        long = gated_forward(model, random_batch([8, 6], width=8), hard=True)
+        assert ranked == [1] and long.trace.layer_tokens[:, 2].tolist() == [5, 5]  # attention kept for layer 3's ranks
+        ranked.clear()
+        batch = random_batch([5, 3], width=5)  # at most 5 tokens: nothing can close, nothing is ranked
+        short = gated_forward(model, batch, hard=True)
+        assert ranked == [] and torch.equal(short.logits, final_output(model, batch).logits)
 
 
 def test_gates_train_faster_than_the_backbone_and_without_weight_decay() -> None:
