@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dynbench.backbone import load_backbone, load_tokenizer
+from dynbench.backbone import load_backbone
 from dynbench.cli import load_config
-from dynbench.data import load_task
 from dynbench.loggers import Logger
 from dynbench.method import get_method
-from dynbench.runner import stage_key_base
+from dynbench.runner import load_data, stage_key_base
 from dynbench.timing import interleaved_medians
 from dynbench.train import train_stages
 
@@ -29,7 +28,7 @@ from dynbench.train import train_stages
 def trained(name: str, task: str):
     cfg = load_config(f"method={name}", f"task={task}", "model=minilm")
     method = get_method(name)(cfg.method, cfg.task)
-    data = load_task(cfg.task, load_tokenizer(cfg.model), cfg.model.max_length, cfg.data_dir, cfg.cache_dir)
+    data = load_data(cfg)
     torch.manual_seed(cfg.seed)
     model = method.build(load_backbone(cfg.model, cfg.seed), None)
     stages = train_stages(model, method.stages(model, None), data, cfg.train, stage_key_base(cfg, data.source), cfg.cache_dir, cfg.seed,

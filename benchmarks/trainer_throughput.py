@@ -28,12 +28,12 @@ import torch
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
 
 from dynbench import metrics
-from dynbench.backbone import _resolve, load_backbone, load_tokenizer
+from dynbench.backbone import _resolve, load_backbone
 from dynbench.cli import load_config
-from dynbench.data import load_task
 from dynbench.loggers import Logger
 from dynbench.method import get_method
 from dynbench.records import git_commit
+from dynbench.runner import load_data
 from dynbench.train import _Run, epoch_loader
 from methods.full import plain_finetune
 
@@ -92,7 +92,7 @@ def main() -> None:
     ap.add_argument("--out", default="results/trainer_vs_dynbench.json")
     args = ap.parse_args()
     cfg = load_config(f"task={args.task}", "model=minilm")
-    data = load_task(cfg.task, load_tokenizer(cfg.model), cfg.model.max_length, cfg.data_dir, cfg.cache_dir)
+    data = load_data(cfg)
     examples = args.steps * cfg.train.batch_size
     rates: dict[str, list[float]] = {"dynbench": [], "trainer": []}
     token_rates: dict[str, list[float]] = {"dynbench": [], "trainer": []}

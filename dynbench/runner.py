@@ -64,6 +64,13 @@ def stage_key_base(cfg: RootConfig, data_source: str) -> dict[str, Any]:
             "seed": cfg.seed, "train": _budget(cfg)}
 
 
+def load_data(cfg: RootConfig) -> TaskData:
+    """The task's data as a run sees it: the model's tokenizer and length, the config's limits and subset
+    (benchmark scripts load it here too, so that they cannot drift from the runner)."""
+    return load_task(cfg.task, load_tokenizer(cfg.model), cfg.model.max_length, cfg.data_dir, cfg.cache_dir,
+                     cfg.train.limit_train, cfg.train.limit_eval, cfg.train.train_subset)
+
+
 def _param_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -88,8 +95,7 @@ def run(cfg: RootConfig, output_dir: Optional[Path] = None) -> list[dict[str, An
     # also checks max_length and the knob grid against the model before any data is read
     reference = get_method("full")(cfg.method, cfg.task).build(load_backbone(cfg.model, cfg.seed), None)
     grid = method.knob_values(reference.backbone.num_layers)
-    data = load_task(cfg.task, load_tokenizer(cfg.model), cfg.model.max_length, cfg.data_dir, cfg.cache_dir,
-                     cfg.train.limit_train, cfg.train.limit_eval, cfg.train.train_subset)
+    data = load_data(cfg)
     ident = _identity(cfg, data.source)
     config_hash = stable_hash(ident)
     run_id = f"{cfg.method.name}-{cfg.task.name}-{cfg.model.name}-seed{cfg.seed}-{config_hash[:8]}"
