@@ -6,7 +6,8 @@
   the largest speed-up keeping ≥ 99% of the full model's score, and the normalised area under the front.
   Operating points are chosen on the calibration split (held out from train) and reported on dev, never
   chosen on dev (METHODS.md §0.4).
-- Plots per task: score against relative FLOPs (or measured latency), and where each method's examples exit.
+- Plots per task: score against relative FLOPs (or measured latency), where each method's examples exit,
+  and how many tokens each token-reduction method carries into each layer.
 
 Deterministic from the records (same records, same files); never trains or evaluates.
 
@@ -85,6 +86,7 @@ def points(frame: pd.DataFrame) -> pd.DataFrame:
         ci = first.get("score_ci95")
         row["score_ci95"] = ci if row["seeds"] == 1 and isinstance(ci, list) else None
         row["exit_counts"] = first.get("exit_counts")
+        row["tokens_per_layer"] = first.get("tokens_per_layer")
         row["rel_flops"] = 1.0 / row["speedup_flops"]
         rows.append(row)
     return pd.DataFrame(rows)
@@ -197,7 +199,7 @@ def plot_exits(frame: pd.DataFrame, folder: Path) -> list[Path]:
     pts = points(frame)
     for task, rows in pts.groupby("task"):
         methods = [(m, c) for m, c in sorted(rows.groupby("method"), key=lambda kv: kv[0])
-                   if m not in REFERENCES and c.exit_counts.notna().all()]
+                   if m not in REFERENCES and c.exit_counts.notna().all() and _exits_early(c.exit_counts)]
         if not methods:
             continue
         fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.6), squeeze=False)
@@ -211,6 +213,47 @@ def plot_exits(frame: pd.DataFrame, folder: Path) -> list[Path]:
             ax.set_title(method, fontsize=9)
         fig.suptitle(f"{task}: where examples exit (share per knob point)")
         paths.append(_png(fig, folder / f"{task}_exits.png"))
+        plt.close(fig)
+    return paths
+
+
+def _exits_early(counts: pd.Series) -> bool:
+    """Whether any point of a method lets examples leave before the last layer (token methods never do)."""
+    return any(sum(c[:-1]) > 0 for c in counts)
+
+
+def _shrinks(tokens: pd.Series) -> bool:
+    """Whether any point of a method carries fewer tokens into a later layer than into the first."""
+    return any(isinstance(t, list) and min(t) < t[0] for t in tokens)
+
+
+def plot_tokens(frame: pd.DataFrame, folder: Path) -> list[Path]:
+    """Per task: for each token-reduction method, the mean tokens entering each layer (dev), one line per knob
+    point, beside the full model's."""
+    import matplotlib.pyplot as plt
+
+    paths = []
+    pts = points(frame)
+    for task, rows in pts.groupby("task"):
+        methods = [(m, c) for m, c in sorted(rows.groupby("method"), key=lambda kv: kv[0])
+                   if m not in REFERENCES and _shrinks(c.tokens_per_layer)]
+        if not methods:
+            continue
+        full = rows[(rows.method == "full") & rows.tokens_per_layer.notna()]
+        fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.4), squeeze=False)
+        for ax, (method, curve) in zip(axes[0], methods):
+            for row in curve.sort_values("speedup_flops").itertuples():
+                ax.plot(range(1, len(row.tokens_per_layer) + 1), row.tokens_per_layer, marker=".",
+                        label=_knob_label(row))
+            if not full.empty:
+                reference = full.tokens_per_layer.iloc[0]
+                ax.plot(range(1, len(reference) + 1), reference, "k--", label="full")
+            ax.set_xlabel("layer")
+            ax.set_ylabel("mean tokens entering")
+            ax.set_title(f"{method} ({curve.knob.iloc[0]})", fontsize=9)
+            ax.legend(fontsize=6)
+        fig.suptitle(f"{task}: tokens carried per layer")
+        paths.append(_png(fig, folder / f"{task}_tokens.png"))
         plt.close(fig)
     return paths
 
@@ -240,7 +283,7 @@ def write_report(folder: Path, axes: tuple[str, ...] = ("flops",), wandb_project
         ("operating_points", "Operating points (>= 99% of full's score, chosen on the calibration split, reported on dev)"),
         ("points", "Points (every knob value; dev scores; mean over seeds)")))
     (folder / "summary.md").write_text(text)
-    plots = [p for a in axes for p in plot_curves(frame, folder, a)] + plot_exits(frame, folder)
+    plots = [p for a in axes for p in plot_curves(frame, folder, a)] + plot_exits(frame, folder) + plot_tokens(frame, folder)
     (folder / "report.html").write_text(_html(folder.name, tables, plots, frame))
     if wandb_project:
         _log_to_wandb(wandb_project, folder, tables, plots)

@@ -9,7 +9,7 @@ import pytest
 
 from dynbench import pareto
 from dynbench.errors import DynbenchError
-from dynbench.report import benchmark_table, load_records, main, operating_points, plot_curves, points
+from dynbench.report import benchmark_table, load_records, main, operating_points, plot_curves, plot_exits, plot_tokens, points
 
 
 def _record(method: str, knob_value, score: float, calib: float, speedup: float) -> dict:
@@ -84,6 +84,23 @@ def test_report_writes_tables_plots_and_a_self_contained_page_deterministically(
     assert "<summary>r1</summary>" in page  # each run's config
     main([str(tmp_path)])
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix != ".jsonl"} == files
+
+
+def test_token_methods_get_a_tokens_plot_and_no_exits_plot(tmp_path) -> None:
+    base = {"budget_hash": "b1", "exit_counts": [0, 0, 2]}
+    records = [_record("full", None, 0.80, 0.80, 1.0) | base | {"tokens_per_layer": [50.0, 50.0, 50.0]},
+               *[_record("token_gates", lam, 0.8 - lam, 0.8 - lam, 1 + lam) | base | {"tokens_per_layer": tokens}
+                 for lam, tokens in [(0.01, [50.0, 50.0, 50.0]), (0.1, [50.0, 30.0, 20.0])]]]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    frame = load_records(tmp_path)
+    assert plot_exits(frame, tmp_path) == []  # every example ran every layer: nothing to show
+    [png] = plot_tokens(frame, tmp_path)
+    assert png.name == "mrpc_tokens.png" and png.stat().st_size > 5_000
+    assert points(frame).set_index("knob_value").tokens_per_layer[0.1] == [50.0, 30.0, 20.0]
+    exits_only = tmp_path / "exits"
+    exits_only.mkdir()
+    (exits_only / "a.jsonl").write_text("".join(json.dumps(r | {"tokens_per_layer": [50.0] * 3}) + "\n" for r in _curve(1, 0.0)))
+    assert plot_tokens(load_records(exits_only), exits_only) == []
 
 
 def test_bad_records_name_the_file_and_line(tmp_path) -> None:
