@@ -29,10 +29,11 @@ def git_commit() -> str:
 
 
 def git_dirty() -> bool | None:
-    """Whether tracked files differ from the commit (records made from uncommitted code say so)."""
+    """Whether tracked files other than ``results/`` differ from the commit (records made from uncommitted code
+    say so; records and plots written meanwhile, by this run or another, are not code)."""
     try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+                             capture_output=True, text=True, check=True)
         return bool(out.stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         return None
