@@ -16,26 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dynbench.backbone import load_backbone
 from dynbench.cli import load_config
-from dynbench.loggers import Logger
-from dynbench.method import get_method
-from dynbench.runner import load_data, stage_key_base
+from dynbench.runner import load_data, trained_model
 from dynbench.timing import interleaved_medians
-from dynbench.train import train_stages
 
 
 def trained(name: str, task: str):
     cfg = load_config(f"method={name}", f"task={task}", "model=minilm")
-    method = get_method(name)(cfg.method, cfg.task)
     data = load_data(cfg)
-    torch.manual_seed(cfg.seed)
-    model = method.build(load_backbone(cfg.model, cfg.seed), None)
-    stages = train_stages(model, method.stages(model, None), data, cfg.train, stage_key_base(cfg, data.source), cfg.cache_dir, cfg.seed,
-                          Logger(), False, cfg.eval.batch_size)
-    if not all(s.reused for s in stages):
-        print(f"{name} on {task}: trained the stages missing from the cache", flush=True)
-    return method, model.eval(), data, cfg
+    return (*trained_model(cfg, data), data, cfg)
 
 
 def spread(grid: list, k: int) -> list:

@@ -71,6 +71,19 @@ def load_data(cfg: RootConfig) -> TaskData:
                      cfg.train.limit_train, cfg.train.limit_eval, cfg.train.train_subset)
 
 
+def trained_model(cfg: RootConfig, data: TaskData, knob_value: Any = None) -> tuple[Method, torch.nn.Module]:
+    """The method's model for ``knob_value`` with every stage loaded from the cache, or trained where missing,
+    under the keys a run uses (for benchmark scripts that time trained models outside a run); in eval mode."""
+    method = get_method(cfg.method.name)(cfg.method, cfg.task)
+    seed_everything(cfg.seed)
+    model = method.build(load_backbone(cfg.model, cfg.seed), knob_value)
+    stages = train_stages(model, method.stages(model, knob_value), data, cfg.train, stage_key_base(cfg, data.source),
+                          cfg.cache_dir, cfg.seed, Logger(), cfg.progress, cfg.eval.batch_size)
+    if not all(s.reused for s in stages):
+        log.info("%s: trained the stages missing from the cache", cfg.method.name)
+    return method, model.eval()
+
+
 def _param_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

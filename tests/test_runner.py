@@ -113,3 +113,37 @@ def test_embedded_minilm_on_a_real_glue_slice(config) -> None:
     assert records[0]["flops_full"] > 1e9  # six MiniLM layers on real MRPC pairs (about 50 tokens)
     assert [r["knob_value"] for r in records] == [1, 2, 3, 4, 5]
     assert all(r["flops"] <= r["flops_full"] * 1.01 for r in records)  # exit heads are cheap beside layers
+
+
+def test_provenance_is_dirty_for_changed_code_not_for_changed_results(tmp_path, monkeypatch) -> None:
+    import subprocess
+
+    from dynbench.records import git_dirty
+
+    git = lambda *args: subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "a.jsonl").write_text("{}\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results" / "a.jsonl").write_text("{}\n{}\n")  # a run's records, written beside it
+    assert git_dirty() is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_dirty() is True
+
+
+def test_trained_model_loads_what_a_run_trained_without_training(config, monkeypatch) -> None:
+    import torch
+
+    from dynbench import train
+    from dynbench.runner import load_data, trained_model
+
+    cfg = config("method=truncate", "task=rte", "eval.timing=false", "method.knobs=[1]")
+    run(cfg)
+    monkeypatch.setattr(train, "_Run", lambda *a, **k: pytest.fail("trained again"))
+    method, model = trained_model(cfg, load_data(cfg), 1)
+    _, again = trained_model(cfg, load_data(cfg), 1)
+    assert not model.training and model.backbone.num_layers == 1
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
