@@ -235,14 +235,18 @@ def plot_tokens(frame: pd.DataFrame, folder: Path) -> list[Path]:
     paths = []
     pts = points(frame)
     for task, rows in pts.groupby("task"):
+        # exit methods' means shrink too (a layer an example skipped counts 0 tokens): token methods never exit
         methods = [(m, c) for m, c in sorted(rows.groupby("method"), key=lambda kv: kv[0])
-                   if m not in REFERENCES and _shrinks(c.tokens_per_layer)]
+                   if m not in REFERENCES and _shrinks(c.tokens_per_layer)
+                   and not (c.exit_counts.notna().all() and _exits_early(c.exit_counts))]
         if not methods:
             continue
         full = rows[(rows.method == "full") & rows.tokens_per_layer.notna()]
         fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.4), squeeze=False)
         for ax, (method, curve) in zip(axes[0], methods):
             for row in curve.sort_values("speedup_flops").itertuples():
+                if not isinstance(row.tokens_per_layer, list):  # a record from before the field existed
+                    continue
                 ax.plot(range(1, len(row.tokens_per_layer) + 1), row.tokens_per_layer, marker=".",
                         label=_knob_label(row))
             if not full.empty:

@@ -101,6 +101,9 @@ def test_token_methods_get_a_tokens_plot_and_no_exits_plot(tmp_path) -> None:
     exits_only.mkdir()
     (exits_only / "a.jsonl").write_text("".join(json.dumps(r | {"tokens_per_layer": [50.0] * 3}) + "\n" for r in _curve(1, 0.0)))
     assert plot_tokens(load_records(exits_only), exits_only) == []
+    (exits_only / "a.jsonl").write_text("".join(json.dumps(r | {"tokens_per_layer": [50.0, 25.0, 10.0]}) + "\n"
+                                                for r in _curve(1, 0.0)))
+    assert plot_tokens(load_records(exits_only), exits_only) == []  # fewer tokens because examples left
 
 
 def test_bad_records_name_the_file_and_line(tmp_path) -> None:
