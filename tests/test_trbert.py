@@ -113,11 +113,26 @@ def test_the_policy_stage_trains_only_the_policies() -> None:
     assert all(p.grad is not None for p in model.policies.parameters())
 
 
+def test_policies_train_at_their_lr_scale_in_both_rl_stages() -> None:
+    from dynbench.train import _param_groups
+
+    model = _model()
+    cfg = make_config("method=trbert")
+    for stage in get_method("trbert")(cfg.method, cfg.task).stages(model, 0.1)[1:]:
+        groups = _param_groups(model, stage.trainable(model), 0.01, 5e-5, stage.lr_scales, stage.no_decay)
+        policy_ids = {id(p) for p in model.policies.parameters()}
+        for group in groups:
+            on_policies = {id(p) in policy_ids for p in group["params"]}
+            assert len(on_policies) == 1 and group["lr"] == pytest.approx(5e-3 if on_policies == {True} else 5e-5)
+
+
 def test_bad_knobs_fail_at_config_time() -> None:
     with pytest.raises(DynbenchError, match="length penalties alpha must be finite and >= 0"):
         make_config("method=trbert", "method.knobs=[-1]")
     with pytest.raises(DynbenchError, match="need >= 2 copies"):
         make_config("method=trbert", "method.samples=1")
+    with pytest.raises(DynbenchError, match="method.policy_lr_scale: must be > 0"):
+        make_config("method=trbert", "method.policy_lr_scale=0")
 
 
 def test_a_run_trains_three_stages_and_records(config) -> None:
