@@ -199,7 +199,7 @@ def plot_exits(frame: pd.DataFrame, folder: Path) -> list[Path]:
     pts = points(frame)
     for task, rows in pts.groupby("task"):
         methods = [(m, c) for m, c in sorted(rows.groupby("method"), key=lambda kv: kv[0])
-                   if m not in REFERENCES and c.exit_counts.notna().all() and _exits_early(c.exit_counts)]
+                   if m not in REFERENCES and _exits_early(c.exit_counts)]
         if not methods:
             continue
         fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.6), squeeze=False)
@@ -218,8 +218,9 @@ def plot_exits(frame: pd.DataFrame, folder: Path) -> list[Path]:
 
 
 def _exits_early(counts: pd.Series) -> bool:
-    """Whether any point of a method lets examples leave before the last layer (token methods never do)."""
-    return any(sum(c[:-1]) > 0 for c in counts)
+    """Whether every point of a method has exit counts and any lets examples leave before the last layer
+    (token methods never do)."""
+    return bool(counts.notna().all()) and any(sum(c[:-1]) > 0 for c in counts)
 
 
 def _shrinks(tokens: pd.Series) -> bool:
@@ -238,7 +239,7 @@ def plot_tokens(frame: pd.DataFrame, folder: Path) -> list[Path]:
         # exit methods' means shrink too (a layer an example skipped counts 0 tokens): token methods never exit
         methods = [(m, c) for m, c in sorted(rows.groupby("method"), key=lambda kv: kv[0])
                    if m not in REFERENCES and _shrinks(c.tokens_per_layer)
-                   and not (c.exit_counts.notna().all() and _exits_early(c.exit_counts))]
+                   and not _exits_early(c.exit_counts)]
         if not methods:
             continue
         full = rows[(rows.method == "full") & rows.tokens_per_layer.notna()]

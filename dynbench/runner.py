@@ -21,7 +21,7 @@ from dynbench.evaluate import evaluate
 from dynbench.loggers import Logger, make_logger
 from dynbench.method import Method, get_method
 from dynbench.records import RecordFile, git_commit, git_dirty, stable_hash
-from dynbench.train import train_stages
+from dynbench.train import StageResult, train_stages
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,21 @@ def trained_model(cfg: RootConfig, data: TaskData, knob_value: Any = None) -> tu
     """The method's model for ``knob_value`` with every stage loaded from the cache, or trained where missing,
     under the keys a run uses (for benchmark scripts that time trained models outside a run); in eval mode."""
     method = get_method(cfg.method.name)(cfg.method, cfg.task)
+    model, _ = _build_and_train(cfg, method, data, knob_value, Logger())
+    return method, model.eval()
+
+
+def _build_and_train(cfg: RootConfig, method: Method, data: TaskData, knob_value: Any,
+                     logger: Logger) -> tuple[torch.nn.Module, list[StageResult]]:
+    """Build the method's model for ``knob_value`` and train (or load from the cache) each of its stages."""
     seed_everything(cfg.seed)
     model = method.build(load_backbone(cfg.model, cfg.seed), knob_value)
+    started = time.perf_counter()
     stages = train_stages(model, method.stages(model, knob_value), data, cfg.train, stage_key_base(cfg, data.source),
-                          cfg.cache_dir, cfg.seed, Logger(), cfg.progress, cfg.eval.batch_size)
-    if not all(s.reused for s in stages):
-        log.info("%s: trained the stages missing from the cache", cfg.method.name)
-    return method, model.eval()
+                          cfg.cache_dir, cfg.seed, logger, cfg.progress, cfg.eval.batch_size)
+    log.info("trained in %.1f s (%s)", time.perf_counter() - started,
+             ", ".join(f"{s.name}: {'reused' if s.reused else 'trained'}" for s in stages))
+    return model, stages
 
 
 def _param_count(model: torch.nn.Module) -> int:
@@ -163,13 +171,7 @@ def _train_and_evaluate(cfg: RootConfig, method: Method, reference: torch.nn.Mod
     # (a long run outlives commits made beside it)
     provenance = {"git_commit": git_commit(), "git_dirty": git_dirty()}
     for train_value, sweep in groups:
-        seed_everything(cfg.seed)
-        model = method.build(load_backbone(cfg.model, cfg.seed), train_value)
-        started = time.perf_counter()
-        stages = train_stages(model, method.stages(model, train_value), data, cfg.train, key_base, cfg.cache_dir,
-                              cfg.seed, logger, progress, cfg.eval.batch_size)
-        log.info("trained in %.1f s (%s)", time.perf_counter() - started,
-                 ", ".join(f"{s.name}: {'reused' if s.reused else 'trained'}" for s in stages))
+        model, stages = _build_and_train(cfg, method, data, train_value, logger)
         for result in evaluate(method, model, reference, data, sweep, cfg.eval, progress, cfg.seed):
             record = {
                 "run_id": run_id, "method": cfg.method.name, "method_version": method.version,
