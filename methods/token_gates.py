@@ -28,7 +28,13 @@ Choices of dynbench where the paper's method section is not public (METHODS.md �
   pull lies shows on real data: on MRPC with MiniLM, lambda = 0.03 keeps 3 tokens past layer 4 and 0.2 only
   ``[CLS]`` past layer 1, so the default grid spans 0 to 0.03.
 - Two stages (default): the cached plain fine-tune, then gates and backbone together, the gates at
-  ``gate_lr_scale`` × the lr (PoWER-BERT: 1e-4..1e-2 for its retention parameters, 2e-5..6e-5 for BERT).
+  ``gate_lr_scale`` × the lr (400: 2e-2 at the default lr; PoWER-BERT tunes its retention parameters over
+  1e-4..1e-2). Adam moves a parameter by at most about its lr per step, so the lr bounds how far a gate can
+  travel in a stage: about steps × lr / 2 under the warm-up and linear decay. Version 2's 100× (5e-3) gave
+  0.5 over RTE's 213 steps: every gate slid from 1 to 0.57 at the same pace whatever lambda (0.03 or 0.1),
+  and none closed, so the step budget, not lambda, set the result. At 400× a gate can cross [0, 1] in a
+  fifth of a stage on RTE, the smallest task with a dev set the gates can use, and lambda against the
+  task's pull sets where it settles.
   ``two_stage=false`` trains gates and backbone together from the pretrained checkpoint.
 - Ranks are scored with eager attention (SDPA does not return its probabilities), at the layers before a
   gate that can close a token only; FLOPs are the same either way. The ranking's sums and sort are not matmuls
@@ -58,7 +64,7 @@ FLOOR = 1e-3  # the smallest soft weight of a gated token while training
 @dataclass
 class TokenGatesConfig(MethodConfig):
     beta: float = 0.1  # weight of the bi-modal term (fixed across the lambda grid, recorded)
-    gate_lr_scale: float = 100.0  # the gates' lr over the backbone's
+    gate_lr_scale: float = 400.0  # the gates' lr over the backbone's (module docstring: how far a gate can travel)
     two_stage: bool = True  # start from the cached plain fine-tune (else from the pretrained backbone)
 
     def __post_init__(self) -> None:
@@ -143,7 +149,7 @@ def gates_loss(model: GatedClassifier, batch: Batch, lam: float, beta: float) ->
 
 @register_method("token_gates", config=TokenGatesConfig)
 class TokenGates(Method):
-    version = 2  # 2: straight-through hard gates in training, binary key weights at inference
+    version = 3  # 2: straight-through hard gates in training, binary key weights at inference; 3: gates at 400x the lr
     knob = Knob("lambda", at="train")
 
     def default_knobs(self, num_layers: int) -> list[Any]:
