@@ -100,6 +100,16 @@ def _param_groups(model: nn.Module, params: list[nn.Parameter], weight_decay: fl
             for key in order]
 
 
+def optimizer_and_schedule(model: nn.Module, params: list[nn.Parameter], stage: Stage, cfg: TrainConfig,
+                           total: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """Every stage's optimiser (AdamW over ``_param_groups``) and schedule (warm-up, then linear decay to 0
+    over ``total`` steps): one place, so that tests of how far a parameter can move see what training does."""
+    lr = cfg.lr * stage.lr_scale
+    optimizer = torch.optim.AdamW(_param_groups(model, params, cfg.weight_decay, lr, stage.lr_scales, stage.no_decay),
+                                  lr=lr, fused=True)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, round(cfg.warmup_fraction * total), total)
+
+
 @torch.no_grad()
 def calib_score(model: nn.Module, stage: Stage, data: TaskData, batch_size: int) -> float:
     """The task's primary score of ``stage.predict`` on the calibration split (held out from train)."""
@@ -138,15 +148,11 @@ class _Run:
         self.model, self.stage, self.data, self.cfg, self.folder = model, stage, data, cfg, folder
         self.seed, self.logger, self.progress, self.eval_batch_size = seed, logger, progress, eval_batch_size
         self.params = stage.trainable(model)
-        lr = cfg.lr * stage.lr_scale
-        self.optimizer = torch.optim.AdamW(_param_groups(model, self.params, cfg.weight_decay, lr, stage.lr_scales,
-                                                         stage.no_decay),
-                                           lr=lr, fused=True)
         self.steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
         self.total = math.ceil(self.steps_per_epoch * cfg.epochs)
         if cfg.max_steps:
             self.total = min(self.total, cfg.max_steps)
-        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, round(cfg.warmup_fraction * self.total), self.total)
+        self.optimizer, self.scheduler = optimizer_and_schedule(model, self.params, stage, cfg, self.total)
         self.epochs = math.ceil(self.total / self.steps_per_epoch)
 
     def _save_resume_point(self, epoch: int, step: int, best: Optional[float], stale: int, seconds: float,
