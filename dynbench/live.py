@@ -62,6 +62,18 @@ class LiveBatch:
         if self.key_weights is not None:
             self.key_weights = self.key_weights[:, :width]
 
+    def repeat_rows(self, copies: int) -> None:
+        """Every live row becomes ``copies`` consecutive rows, as if the input had been repeated that way: the
+        layers run so far are computed once and shared (TR-BERT's sampled copies of one example), and the
+        trace counts them for every copy, since each copy's own forward would have run them."""
+        self.h, self.mask, self.positions = (t.repeat_interleave(copies, 0) for t in (self.h, self.mask, self.positions))
+        if self.key_weights is not None:
+            self.key_weights = self.key_weights.repeat_interleave(copies, 0)
+        self.rows = (self.rows[:, None] * copies + torch.arange(copies, device=self.rows.device)).flatten()
+        t = self.trace
+        self.trace = Trace(t.embed_tokens.repeat_interleave(copies), t.layer_tokens.repeat_interleave(copies, 0),
+                           {k: v.repeat_interleave(copies) for k, v in t.head_tokens.items()})
+
     def keep_tokens(self, keep: torch.Tensor) -> None:
         """Tokens where ``keep [b, t]`` is False leave their row's sequence for every later layer. The kept ones
         (always ``[CLS]``, never padding) are gathered in order into a sequence as long as the longest row's

@@ -64,6 +64,27 @@ def test_rejected_tokens_leave_and_the_rest_runs_as_the_short_sequence() -> None
     torch.testing.assert_close(out.logits, direct, rtol=1e-5, atol=1e-6)
 
 
+def test_copies_sharing_the_first_layers_equal_running_the_repeated_batch() -> None:
+    model = _model()
+    for policy in model.policies:
+        nn.init.zeros_(policy.net[2].bias)  # π near 0.5: some tokens of each example go, some stay
+    batch = random_batch([9, 6])
+    repeated = {k: v.repeat_interleave(3, 0) for k, v in batch.items()}
+    with torch.no_grad():
+        shared = selection_forward(model, batch, sample=False, copies=3)
+        direct = selection_forward(model, repeated, sample=False)
+    seen = []
+    hook = model.backbone.model.encoder.layer[0].register_forward_hook(lambda m, a, o: seen.append(a[0].shape[0]))
+    with torch.no_grad():
+        selection_forward(model, batch, sample=False, copies=3)
+    hook.remove()
+    assert seen == [2]  # layer 0 ran once per example, not per copy
+    assert torch.allclose(shared.logits, direct.logits, atol=1e-5)
+    assert shared.trace.equal(direct.trace)
+    assert all(torch.equal(a.keep, b.keep) for a, b in zip(shared.decisions, direct.decisions))
+    assert not shared.decisions[0].keep[shared.decisions[0].present].all()
+
+
 def test_flops_with_policies_equal_the_counter() -> None:
     model = _model()
     with torch.no_grad():
