@@ -144,9 +144,24 @@ def benchmark_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _png(fig, path: Path) -> Path:
+# the plots the report writes, per task: ``{task}_{kind}.png``; it owns every file of these names in its folder
+PLOT_KINDS = ("score_vs_flops", "score_vs_latency", "exits", "tokens")
+
+
+def _png(fig, folder: Path, task: str, kind: str) -> Path:
+    assert kind in PLOT_KINDS, kind
+    path = folder / f"{task}_{kind}.png"
     fig.savefig(path, dpi=120, bbox_inches="tight", metadata=PNG_METADATA)
     return path
+
+
+def _remove_stale_plots(folder: Path, written: list[Path]) -> None:
+    """Delete the report's plots that this pass did not write (a method or task gone from the records, an
+    axis not asked for), so the folder never shows a plot of records it no longer holds."""
+    for kind in PLOT_KINDS:
+        for path in folder.glob(f"*_{kind}.png"):
+            if path not in written:
+                path.unlink()
 
 
 def plot_curves(frame: pd.DataFrame, folder: Path, axis: str = "flops") -> list[Path]:
@@ -185,7 +200,7 @@ def plot_curves(frame: pd.DataFrame, folder: Path, axis: str = "flops") -> list[
         ax.set_title(f"{task}: score vs {axis}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        paths.append(_png(fig, folder / f"{task}_score_vs_{axis}.png"))
+        paths.append(_png(fig, folder, task, f"score_vs_{axis}"))
         plt.close(fig)
     return paths
 
@@ -212,7 +227,7 @@ def plot_exits(frame: pd.DataFrame, folder: Path) -> list[Path]:
             ax.set_xlabel("exit layer")
             ax.set_title(method, fontsize=9)
         fig.suptitle(f"{task}: where examples exit (share per knob point)")
-        paths.append(_png(fig, folder / f"{task}_exits.png"))
+        paths.append(_png(fig, folder, task, "exits"))
         plt.close(fig)
     return paths
 
@@ -258,7 +273,7 @@ def plot_tokens(frame: pd.DataFrame, folder: Path) -> list[Path]:
             ax.set_title(f"{method} ({curve.knob.iloc[0]})", fontsize=9)
             ax.legend(fontsize=6)
         fig.suptitle(f"{task}: tokens carried per layer")
-        paths.append(_png(fig, folder / f"{task}_tokens.png"))
+        paths.append(_png(fig, folder, task, "tokens"))
         plt.close(fig)
     return paths
 
@@ -275,8 +290,9 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 
 def write_report(folder: Path, axes: tuple[str, ...] = ("flops",), wandb_project: str | None = None) -> dict[str, str]:
-    """Writes the tables (Markdown and CSV), the plots and ``report.html`` into ``folder`` (and logs tables and
-    plots to a wandb run in ``wandb_project``, if given); returns the tables as Markdown."""
+    """Writes the tables (Markdown and CSV), the plots (removing those of its plots it no longer writes) and
+    ``report.html`` into ``folder`` (and logs tables and plots to a wandb run in ``wandb_project``, if given);
+    returns the tables as Markdown."""
     frame = load_records(folder)
     tables = {"benchmark": benchmark_table(frame), "operating_points": operating_points(frame),
               "points": points(frame).drop(columns=["rel_flops"])}
@@ -289,6 +305,7 @@ def write_report(folder: Path, axes: tuple[str, ...] = ("flops",), wandb_project
         ("points", "Points (every knob value; dev scores; mean over seeds)")))
     (folder / "summary.md").write_text(text)
     plots = [p for a in axes for p in plot_curves(frame, folder, a)] + plot_exits(frame, folder) + plot_tokens(frame, folder)
+    _remove_stale_plots(folder, plots)
     (folder / "report.html").write_text(_html(folder.name, tables, plots, frame))
     if wandb_project:
         _log_to_wandb(wandb_project, folder, tables, plots)

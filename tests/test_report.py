@@ -86,6 +86,15 @@ def test_report_writes_tables_plots_and_a_self_contained_page_deterministically(
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix != ".jsonl"} == files
 
 
+def test_report_removes_its_plots_that_the_records_no_longer_give(tmp_path) -> None:
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _curve(1, 0.0)))
+    main([str(tmp_path)])
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r | {"task": "rte"}) + "\n" for r in _curve(1, 0.0)))
+    (tmp_path / "notes.png").write_bytes(b"not the report's")
+    main([str(tmp_path), "--axis", "flops"])
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["notes.png", "rte_exits.png", "rte_score_vs_flops.png"]
+
+
 def test_token_methods_get_a_tokens_plot_and_no_exits_plot(tmp_path) -> None:
     base = {"budget_hash": "b1", "exit_counts": [0, 0, 2]}
     records = [_record("full", None, 0.80, 0.80, 1.0) | base | {"tokens_per_layer": [50.0, 50.0, 50.0]},
