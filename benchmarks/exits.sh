@@ -17,7 +17,7 @@ for task in $tasks; do
     # so that an interrupted run has already covered the range
     [[ $method == dact ]] && extra+=('method.knobs=[0.05,0.5,0.005,0.1,0.01,0.001,0.0]')
     [[ $method == token_gates ]] && extra+=('method.knobs=[0.03,0.0075,0.01,0.005,0.015,0.0]')
-    [[ $method == trbert ]] && extra+=('method.knobs=[0.1,1.0,0.02,0.5,0.05,0.2]')
+    [[ $method == trbert ]] && extra+=('method.knobs=[0.1,1.0,0.5,0.2,0.3,0.15]')
     # SST-2's 67k training examples take about an hour per epoch on 2 CPU cores: a seeded subset (README)
     [[ $task == sst2 ]] && extra+=("train.train_subset=${SST2_SUBSET:-8000}")
     "${PY:-python}" -m dynbench method=$method task=$task model=minilm seed=1 results_dir="$out" progress=false \

@@ -39,8 +39,10 @@ from dynbench.method import Batch, Knob, Method, Output, Stage, register_method
 from methods.full import final_output, plain_finetune
 
 # dropping every token gains alpha in reward and costs about 0.3 in loss on MRPC (fine-tuned ~0.35, majority
-# class 0.63): the grid spans both sides of that
-ALPHA_GRID = [0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+# class 0.63). Measured (version 3, MiniLM): at 0.1 MRPC keeps 97% of its tokens and RTE all of them; at 0.5
+# MRPC keeps a fifth, then a tenth, and answers near the majority class; at 1 both keep 1-2 tokens. So the
+# grid packs 0.1..0.5
+ALPHA_GRID = [0.1, 0.15, 0.2, 0.3, 0.5, 1.0]
 
 
 @dataclass
