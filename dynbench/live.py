@@ -66,7 +66,8 @@ class LiveBatch:
         """Every live row becomes ``copies`` consecutive rows, as if the input had been repeated that way: the
         layers run so far are computed once and shared (TR-BERT's sampled copies of one example), and the
         trace counts them for every copy, since each copy's own forward would have run them."""
-        self.h, self.mask, self.positions = (t.repeat_interleave(copies, 0) for t in (self.h, self.mask, self.positions))
+        self.h, self.mask, self.positions = (t.repeat_interleave(copies, 0)
+                                             for t in (self.h, self.mask, self.positions))
         if self.key_weights is not None:
             self.key_weights = self.key_weights.repeat_interleave(copies, 0)
         self.rows = (self.rows[:, None] * copies + torch.arange(copies, device=self.rows.device)).flatten()

@@ -16,11 +16,12 @@ Stages, as the reference code orders them:
 Departures (dynbench): no imitation warm-up from the reference's gradient-based token scores (stage 2
 starts from policies initialised to keep, bias 3: π ≈ 0.95); the policies read the hidden states detached,
 so only the policy loss trains them; stage 2 samples ``samples`` copies (default 4, not 8) and stage 3
-``joint_samples`` (default 2): on CPU each copy costs a forward pass (and in stage 3 a backward pass), and at 8
-copies the policy stage alone took 37 min on MRPC; the copies of one example share the layers before the
-first selection point (computed once, so in training they also share that layer's dropout); the policies train at ``policy_lr_scale`` (100) × the lr: the reference's
-3e-5 moves them by imitation, and without it, in version 1 (1×), 312 policy steps on MRPC left them where
-they started (π ≈ 0.95, nothing removed at inference, alpha = 0.5); STS-B is our extension (reward with −MSE).
+``joint_samples`` (default 2): on CPU each copy costs a forward pass (and in stage 3 a backward pass), and
+at 8 copies the policy stage alone took 37 min on MRPC; the copies of one example share the layers before
+the first selection point (computed once, so in training they also share its dropout); the policies train
+at ``policy_lr_scale`` (100) × the lr: the reference's 3e-5 moves them by imitation, and without it, in
+version 1 (1×), 312 policy steps on MRPC left them where they started (π ≈ 0.95, nothing removed at
+inference, alpha = 0.5); STS-B is our extension (reward with −MSE).
 """
 from __future__ import annotations
 
