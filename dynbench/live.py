@@ -71,9 +71,7 @@ class LiveBatch:
         if self.key_weights is not None:
             self.key_weights = self.key_weights.repeat_interleave(copies, 0)
         self.rows = (self.rows[:, None] * copies + torch.arange(copies, device=self.rows.device)).flatten()
-        t = self.trace
-        self.trace = Trace(t.embed_tokens.repeat_interleave(copies), t.layer_tokens.repeat_interleave(copies, 0),
-                           {k: v.repeat_interleave(copies) for k, v in t.head_tokens.items()})
+        self.trace = self.trace.repeat(copies)
 
     def keep_tokens(self, keep: torch.Tensor) -> None:
         """Tokens where ``keep [b, t]`` is False leave their row's sequence for every later layer. The kept ones

@@ -52,6 +52,11 @@ class Trace:
         """The trace of the first ``n`` examples."""
         return Trace(self.embed_tokens[:n], self.layer_tokens[:n], {k: v[:n] for k, v in self.head_tokens.items()})
 
+    def repeat(self, copies: int) -> "Trace":
+        """Every example's trace ``copies`` times in a row (the trace of the input repeated that way)."""
+        return Trace(self.embed_tokens.repeat_interleave(copies), self.layer_tokens.repeat_interleave(copies, 0),
+                     {k: v.repeat_interleave(copies) for k, v in self.head_tokens.items()})
+
     @staticmethod
     def cat(traces: list["Trace"]) -> "Trace":
         names = sorted({n for t in traces for n in t.head_tokens})
