@@ -23,7 +23,9 @@ class LiveBatch:
         self.rows = torch.arange(len(self.mask), device=self.mask.device)
         self.positions = torch.arange(self.mask.shape[1], device=self.mask.device).expand_as(self.mask)
         self.key_weights: Optional[torch.Tensor] = None
-        self.attention: Optional[torch.Tensor] = None  # the last layer's attention probabilities, when asked for
+        # the last layer's attention probabilities [b, heads, t, t], when asked for: they follow the rows that
+        # leave or repeat, and are dropped when tokens leave (they were a distribution over tokens now gone)
+        self.attention: Optional[torch.Tensor] = None
         self.trace = Trace.empty(self.mask.sum(1), backbone.num_layers)
         self.h = backbone.embed(batch["input_ids"], batch.get("token_type_ids"))
         self.next_layer = 0
@@ -55,12 +57,12 @@ class LiveBatch:
         """Rows where ``keep`` is False leave the batch: later layers run on fewer rows, and padding beyond
         the longest remaining row is cut."""
         self.h, self.mask, self.rows, self.positions = self.h[keep], self.mask[keep], self.rows[keep], self.positions[keep]
-        if self.key_weights is not None:
-            self.key_weights = self.key_weights[keep]
         width = int(self.mask.sum(1).max()) if len(self.rows) else 0  # sequences are right-padded: a slice, no copy
         self.h, self.mask, self.positions = self.h[:, :width], self.mask[:, :width], self.positions[:, :width]
         if self.key_weights is not None:
-            self.key_weights = self.key_weights[:, :width]
+            self.key_weights = self.key_weights[keep, :width]
+        if self.attention is not None:
+            self.attention = self.attention[keep][..., :width, :width]
 
     def repeat_rows(self, copies: int) -> None:
         """Every live row becomes ``copies`` consecutive rows, as if the input had been repeated that way: the
@@ -70,6 +72,8 @@ class LiveBatch:
                                              for t in (self.h, self.mask, self.positions))
         if self.key_weights is not None:
             self.key_weights = self.key_weights.repeat_interleave(copies, 0)
+        if self.attention is not None:
+            self.attention = self.attention.repeat_interleave(copies, 0)
         self.rows = (self.rows[:, None] * copies + torch.arange(copies, device=self.rows.device)).flatten()
         self.trace = self.trace.repeat(copies)
 
@@ -83,6 +87,7 @@ class LiveBatch:
         order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :width]  # kept first, in order
         self.mask = self.mask.new_zeros(self.mask.shape).masked_fill(keep, 1)
         self._take(order)
+        self.attention = None
 
     def _take(self, index: torch.Tensor) -> None:
         """Keep the tokens at ``index [b, t']`` of every per-token tensor."""
