@@ -149,8 +149,9 @@ def get_method(name: str) -> type[Method]:
     return _METHODS[name]
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for classification, MSE for regression (one output, as HF's ``problem_type``)."""
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy for classification, MSE for regression (one output, as HF's ``problem_type``);
+    ``reduction="none"`` gives each example's loss (a reward per example, TR-BERT)."""
     if logits.shape[-1] == 1:
-        return nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-    return nn.functional.cross_entropy(logits, labels)
+        return nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype), reduction=reduction)
+    return nn.functional.cross_entropy(logits, labels, reduction=reduction)

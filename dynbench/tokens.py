@@ -1,5 +1,6 @@
-"""Shared pieces of the token-reduction methods (METHODS.md §1, §5): ranking tokens by the attention they
-received, so a selector can decide per example which tokens go on. Removal itself is ``LiveBatch.keep_tokens``.
+"""Ranking tokens by the attention they received (PoWER-BERT's significance, METHODS.md §1a), so that token
+gates can decide per example which tokens go on. TR-BERT's policies read the hidden states instead. Removal
+itself, for both, is ``LiveBatch.keep_tokens``.
 """
 from __future__ import annotations
 

@@ -43,8 +43,9 @@ class Trace:
         return (idx * ran).max(1).values
 
     def padded_slots(self) -> int:
-        """Token slots that ran if this trace is one batch: per layer, the rows that ran it times the longest
-        of them (rows and tokens that left are trimmed, padding up to the longest remaining row is not)."""
+        """Token slots that ran if this trace is one batch padded to its longest row, as the eval loader pads:
+        per layer, the rows that ran it times the longest of them (rows and tokens that left are trimmed,
+        padding up to the longest remaining row is not)."""
         ran = self.layer_tokens > 0
         return int((ran.sum(0) * self.layer_tokens.max(0).values).sum())
 

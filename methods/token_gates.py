@@ -15,11 +15,21 @@ Choices of dynbench where the paper's method section is not public (METHODS.md �
   would (an open token weighs 1, a closed one a floor of 1e-3 — ``log w`` added to the attention scores,
   cumulated over layers; closed tokens also lose their vote in later rankings); the gradient is the soft
   gate's (``d log w / d g = 1 / g``), which keeps the task's pull on a closed gate so that it can reopen. The
-  model trained is the model run, whatever the gates' values. (Version 1 trained soft weights ``g`` and
+  model trained is the model run, whatever the gates' values, but for two differences: a closed key keeps
+  its floor weight (49 closed keys beside one open key of the same score still take about 5% of the
+  attention), and while training the ranking reads the attention probabilities after dropout (what HF's
+  eager attention returns), so training's ranks are noisier than inference's. (Version 1 trained soft weights ``g`` and
   thresholded them at inference: on MRPC the cost outweighed the default beta, gates settled at 0.45–0.6,
   and lambda = 1 removed tokens that training still weighed at 0.45, which took F1 to 0.2.) At inference
   kept tokens weigh exactly 1, so a layer whose gates are open for every rank present needs no ranking at
   all: it and the layer before it run as the plain model does.
+- Gates act on tokens as keys, i.e. on what the rest of the sequence reads of them, not by scaling their
+  input vectors as the paper's masks do (METHODS.md §1b leaves soft scaling or straight-through hard gates
+  open): while training, a closed token's own vector still runs but nothing reads it, which is what
+  removing it does at inference.
+- A token goes on iff the gate of its own rank is open, where METHODS.md §1c keeps the ``min(#open, n)``
+  best-ranked tokens; the two differ only when the open gates are not a prefix of the ranks, and the
+  per-rank rule is the one the cost term (a sum over each token's own gate) prices.
 - Both terms are normalised by the example's length, so ``lambda`` is a weight on the fraction of tokens
   kept. At g = 1 the two terms pull a gate of layer l shut by ``(lambda · S_l − beta) / n`` with
   ``S_l = l + … + L`` (a token shut before layer l is gone from every later layer), against the task's pull to
@@ -87,7 +97,9 @@ class GatedClassifier(nn.Module):
         self.gates = nn.Parameter(torch.ones(backbone.num_layers - 1, backbone.config.max_position_embeddings))
 
     def gate_values(self) -> torch.Tensor:
-        """The gates clamped to [0, 1], with the identity's gradient (a gate pushed past a bound comes back)."""
+        """The gates clamped to [0, 1], with the identity's gradient: past a bound a gate still feels the task,
+        which can pull it back, but the regularizers keep pushing a closed gate further out too, so how far it
+        drifts is bounded by the lr and the steps (module docstring), not by the clamp."""
         return self.gates + (self.gates.clamp(0, 1) - self.gates).detach()
 
 

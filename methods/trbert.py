@@ -21,7 +21,10 @@ at 8 copies the policy stage alone took 37 min on MRPC; the copies of one exampl
 the first selection point (computed once, so in training they also share its dropout); the policies train
 at ``policy_lr_scale`` (100) × the lr: the reference's 3e-5 moves them by imitation, and without it, in
 version 1 (1×), 312 policy steps on MRPC left them where they started (π ≈ 0.95, nothing removed at
-inference, alpha = 0.5); STS-B is our extension (reward with −MSE).
+inference, alpha = 0.5); the NLL of a selection point is averaged over the tokens it decided on (present,
+less ``[CLS]``) and summed over the points, where the reference divides by n, and the reward's kept
+fraction counts ``[CLS]``; the default alpha grid packs 0.1..0.5, where MiniLM on GLUE changes
+(``ALPHA_GRID``), not METHODS.md's {0.1, 0.5, 1, 2, 5}; STS-B is our extension (reward with −MSE).
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ from dynbench.backbone import Backbone
 from dynbench.config import MethodConfig, check_nonnegative_grid
 from dynbench.heads import PoolerHead
 from dynbench.live import LiveBatch
-from dynbench.method import Batch, Knob, Method, Output, Stage, register_method
+from dynbench.method import Batch, Knob, Method, Output, Stage, register_method, task_loss
 from methods.full import final_output, plain_finetune
 
 # dropping every token gains alpha in reward and costs about 0.3 in loss on MRPC (fine-tuned ~0.35, majority
@@ -93,7 +96,7 @@ class SelectingClassifier(nn.Module):
 
 @dataclass
 class Decision:
-    """One selection point: keep probabilities, the actions taken, the tokens present and their count."""
+    """One selection point: keep probabilities, the actions taken and the tokens present, each ``[b, t]``."""
 
     probs: torch.Tensor
     keep: torch.Tensor
@@ -149,12 +152,6 @@ def reinforce_loss(reward: torch.Tensor, nll: torch.Tensor, copies: int) -> torc
     return (advantage.detach() * nll).mean()
 
 
-def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    if logits.shape[-1] == 1:
-        return (logits.squeeze(-1) - labels.to(logits.dtype)) ** 2
-    return nn.functional.cross_entropy(logits, labels, reduction="none")
-
-
 def policy_loss(model: SelectingClassifier, batch: Batch, alpha: float, copies: int,
                 teacher: Optional[nn.Module] = None, temperature: float = 1.0) -> torch.Tensor:
     """The REINFORCE loss on ``copies`` sampled selections per example; with a ``teacher``, plus the
@@ -162,7 +159,7 @@ def policy_loss(model: SelectingClassifier, batch: Batch, alpha: float, copies: 
     out = selection_forward(model, batch, sample=True, copies=copies)
     lengths = batch["attention_mask"].sum(1).repeat_interleave(copies)
     labels = batch["labels"].repeat_interleave(copies)
-    reward = -per_example_loss(out.logits.detach(), labels) - alpha * kept_fraction(out.decisions, lengths)
+    reward = -task_loss(out.logits.detach(), labels, reduction="none") - alpha * kept_fraction(out.decisions, lengths)
     loss = reinforce_loss(reward, action_nll(out.decisions), copies)
     if teacher is not None:
         with torch.no_grad():

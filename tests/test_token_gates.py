@@ -67,6 +67,24 @@ def test_closed_gates_remove_exactly_their_tokens_and_the_rest_runs_as_a_short_s
     torch.testing.assert_close(out.logits[:1], direct, rtol=1e-5, atol=1e-6)
 
 
+def test_the_tokens_kept_are_the_best_ranked_ones_wherever_they_stand(monkeypatch) -> None:
+    model = _model()
+    scores = torch.tensor([[float("inf"), 0.7, 0.1, 0.9, 0.2, 0.8, 0.0, 0.3]])  # best first: [CLS], 3, 5, 1, ...
+    monkeypatch.setattr(tokens, "attention_received", lambda attention, mask, weights: scores.clone())
+    with torch.no_grad():
+        model.gates[0, 3:] = 0.0  # the input of layer 2: ranks 0..2 go on, i.e. tokens 0, 3 and 5
+    batch = random_batch([8])
+    with torch.no_grad():
+        out = gated_forward(model, batch, hard=True)
+        bb = model.backbone
+        h = bb.layer(0, bb.embed(batch["input_ids"]), batch["attention_mask"])[:, [0, 3, 5]]  # in input order
+        for i in (1, 2):
+            h = bb.layer(i, h, torch.ones(1, 3))
+        direct = model.head(h, None)
+    assert out.trace.layer_tokens.tolist() == [[8, 3, 3]]
+    torch.testing.assert_close(out.logits, direct, rtol=1e-5, atol=1e-6)
+
+
 def test_trace_flops_equal_the_counter_when_tokens_leave(monkeypatch) -> None:
     model = _model()
     with torch.no_grad():
@@ -90,6 +108,17 @@ def test_all_open_gates_are_the_plain_model_bit_for_bit() -> None:
         plain = final_output(model, batch)
     assert torch.equal(gated.logits, plain.logits)
     assert gated.trace.equal(plain.trace)
+
+
+def test_all_open_gates_in_training_rank_every_layer_and_still_give_the_plain_model() -> None:
+    model = _model()  # eval mode: no dropout, so the training path (ranking, key weights) is deterministic
+    batch = random_batch([10, 6, 3], width=10)
+    with model.backbone.eager_attention():
+        gated = gated_forward(model, batch, hard=False)
+        with torch.no_grad():
+            plain = final_output(model, batch)
+    assert len(gated.kept) == 2 and all(torch.equal(k, torch.ones(3)) for k in gated.kept)  # both gated layers ranked
+    torch.testing.assert_close(gated.logits, plain.logits, rtol=0, atol=1e-6)  # key weights of 1 add log 1 = 0
 
 
 def test_bimodal_and_cost_terms_on_hand_made_gates() -> None:
@@ -130,6 +159,8 @@ def test_bad_knobs_fail_at_config_time() -> None:
         make_config("method=token_gates", "method.knobs=[-1]")
     with pytest.raises(DynbenchError, match="method.gate_lr_scale: must be > 0"):
         make_config("method=token_gates", "method.gate_lr_scale=0")
+    with pytest.raises(DynbenchError, match="method.beta: must be finite and >= 0"):
+        make_config("method=token_gates", "method.beta=-0.1")
 
 
 def test_a_run_trains_both_stages_and_records_tokens(config) -> None:

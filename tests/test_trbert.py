@@ -91,15 +91,15 @@ def test_flops_with_policies_equal_the_counter() -> None:
         model.policies[0].net[2].weight.normal_(0, 3.0)  # a policy that keeps some tokens and drops others
         model.policies[0].net[2].bias.fill_(0.0)
     cost = CostModel(model)
-    kept = set()
+    removed = []
     for n in (5, 9, 12):
         batch = random_batch([n])
         with torch.no_grad(), model.backbone.eager_attention():
             out = selection_forward(model, batch, sample=False)
             counted = count_flops(lambda: selection_forward(model, batch, sample=False))
         assert cost.flops(out.trace).item() == pytest.approx(counted, rel=0.01)
-        kept.add(int(out.trace.layer_tokens[0, 1]))
-    assert any(k < n for k, n in zip(sorted(kept), (5, 9, 12)))  # some tokens really left
+        removed.append(int(out.trace.layer_tokens[0, 1]) < n)
+    assert any(removed)  # some tokens really left
 
 
 def test_keeping_everything_is_the_plain_model() -> None:
@@ -154,6 +154,10 @@ def test_bad_knobs_fail_at_config_time() -> None:
         make_config("method=trbert", "method.samples=1")
     with pytest.raises(DynbenchError, match="method.policy_lr_scale: must be > 0"):
         make_config("method=trbert", "method.policy_lr_scale=0")
+    with pytest.raises(DynbenchError, match="need >= 2 copies"):
+        make_config("method=trbert", "method.joint_samples=1")
+    with pytest.raises(DynbenchError, match="method.temperature: must be > 0"):
+        make_config("method=trbert", "method.temperature=0")
 
 
 def test_a_run_trains_three_stages_and_records(config) -> None:
