@@ -5,6 +5,7 @@ weights load (``OmegaConf.to_object`` runs the checks).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
@@ -162,6 +163,11 @@ class RootConfig:
     results_dir: str = "results/runs"
     cache_dir: str = ".cache/dynbench"
     progress: bool = True
+    device: str = "cpu"  # cpu, cuda or cuda:N: where models train, run and are timed (dynbench/device.py)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"device: 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
 
 
 def check_nonnegative_grid(values: Optional[list[Any]], key: str, what: str) -> None:

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from dynbench import metrics
 from dynbench.config import EvalConfig
 from dynbench.data import TaskData
+from dynbench.device import device_of, synchronizer, to_device
 from dynbench.flops import CostModel
 from dynbench.method import Method
 from dynbench.timing import interleaved_medians
@@ -28,7 +29,8 @@ def _side_by_side(method: Method, model: nn.Module, reference: nn.Module, value:
     """Median seconds of (method, full model) over ``inputs``, interleaved."""
     with torch.no_grad():
         t = interleaved_medians({"method": lambda: [method.infer(model, b, value) for b in inputs],
-                                 "full": lambda: [reference(b) for b in inputs]}, repeats)
+                                 "full": lambda: [reference(b) for b in inputs]}, repeats,
+                                synchronizer(device_of(model)))
     return t["method"], t["full"]
 
 
@@ -37,9 +39,10 @@ def _timing(method: Method, model: nn.Module, reference: nn.Module, data: TaskDa
     """Latency at batch 1 and throughput at the eval batch size, each against the full model."""
     split = next(iter(data.dev.values()))
     collate = data.loader(split, 1).collate_fn
-    singles = [collate([split[i]]) for i in range(min(cfg.latency_examples, len(split)))]
+    device = device_of(model)  # inputs wait there already: the clock times the model, not the copy
+    singles = [to_device(collate([split[i]]), device) for i in range(min(cfg.latency_examples, len(split)))]
     n = min(cfg.throughput_examples, len(split))
-    batches = list(data.loader(split.select(range(n)), cfg.batch_size))
+    batches = [to_device(b, device) for b in data.loader(split.select(range(n)), cfg.batch_size)]
     one, one_full = _side_by_side(method, model, reference, value, singles, cfg.repeats)
     many, many_full = _side_by_side(method, model, reference, value, batches, cfg.repeats)
     return {
@@ -62,8 +65,8 @@ def _predict(method: Method, model: nn.Module, data: TaskData, splits: dict[str,
         for split, ds in splits.items():
             for batch in tqdm(data.loader(ds, batch_size), desc=f"eval {split}", disable=not progress, leave=False):
                 labels[split].append(batch["labels"].numpy())
-                for j, out in enumerate(method.sweep(model, batch, values)):
-                    logits[split][j].append(out.logits.float().numpy())
+                for j, out in enumerate(method.sweep(model, to_device(batch, device_of(model)), values)):
+                    logits[split][j].append(out.logits.float().cpu().numpy())
                     traces[j].append(out.trace)
                     slots[j] += out.trace.padded_slots()
     by_value = [{s: np.concatenate(logits[s][j]) for s in splits} for j in range(len(values))]

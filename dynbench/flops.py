@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from dynbench.backbone import Backbone
+from dynbench.device import device_of
 from dynbench.trace import Trace
 
 CALIBRATION_LENGTHS = (1, 2, 3)
@@ -47,10 +48,10 @@ class CostModel:
         self.model = model
         self.backbone: Backbone = model.backbone
         self._heads: dict[str, torch.Tensor] = {}
-        d = self.backbone.hidden_size
-        self.embed = self._fit(lambda n: self.backbone.embed(torch.zeros(1, n, dtype=torch.long)))
+        d, at = self.backbone.hidden_size, {"device": device_of(model)}
+        self.embed = self._fit(lambda n: self.backbone.embed(torch.zeros(1, n, dtype=torch.long, **at)))
         self.layers = [
-            self._fit(lambda n, i=i: self.backbone.layer(i, torch.randn(1, n, d), torch.ones(1, n)))
+            self._fit(lambda n, i=i: self.backbone.layer(i, torch.randn(1, n, d, **at), torch.ones(1, n, **at)))
             for i in range(self.backbone.num_layers)
         ]
 
@@ -66,8 +67,8 @@ class CostModel:
     def head(self, name: str) -> torch.Tensor:
         """Cost coefficients of the head at module path ``name`` (calibrated on first use)."""
         if name not in self._heads:
-            module, d = self.model.get_submodule(name), self.backbone.hidden_size
-            self._heads[name] = self._fit(lambda n: module(torch.randn(1, n, d), torch.ones(1, n)))
+            module, d, at = self.model.get_submodule(name), self.backbone.hidden_size, {"device": device_of(self.model)}
+            self._heads[name] = self._fit(lambda n: module(torch.randn(1, n, d, **at), torch.ones(1, n, **at)))
         return self._heads[name]
 
     def layer_flops(self, i: int, n: int) -> float:

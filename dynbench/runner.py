@@ -17,6 +17,7 @@ import torch
 from dynbench.backbone import load_backbone, load_tokenizer
 from dynbench.config import RootConfig
 from dynbench.data import TaskData, load_task
+from dynbench.device import resolve
 from dynbench.evaluate import evaluate
 from dynbench.loggers import Logger, make_logger
 from dynbench.method import Method, get_method
@@ -53,6 +54,8 @@ def _identity(cfg: RootConfig, data_source: str) -> dict[str, Any]:
     ident = dataclasses.asdict(cfg)
     for key in ("results_dir", "cache_dir", "progress", "logger", "data_dir"):
         ident.pop(key)
+    if ident["device"] == "cpu":  # added after records existed: neutral at its default, like _NEUTRAL_WHEN_NONE
+        ident.pop("device")
     for key in type(cfg.method).grids:
         ident["method"].pop(key)
     return ident | {"train": _budget(cfg), "data": data_source}
@@ -83,7 +86,7 @@ def _build_and_train(cfg: RootConfig, method: Method, data: TaskData, knob_value
                      logger: Logger) -> tuple[torch.nn.Module, list[StageResult]]:
     """Build the method's model for ``knob_value`` and train (or load from the cache) each of its stages."""
     seed_everything(cfg.seed)
-    model = method.build(load_backbone(cfg.model, cfg.seed), knob_value)
+    model = method.build(load_backbone(cfg.model, cfg.seed), knob_value).to(resolve(cfg.device))
     started = time.perf_counter()
     stages = train_stages(model, method.stages(model, knob_value), data, cfg.train, stage_key_base(cfg, data.source),
                           cfg.cache_dir, cfg.seed, logger, cfg.progress, cfg.eval.batch_size)
@@ -110,11 +113,12 @@ def run(cfg: RootConfig, output_dir: Optional[Path] = None) -> list[dict[str, An
     """Run one configuration; returns all of its records (earlier ones included)."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    device = resolve(cfg.device)
     method = get_method(cfg.method.name)(cfg.method, cfg.task)
     seed_everything(cfg.seed)
     # the timing and FLOPs reference: the full model (its weights do not change its cost); loading it first
     # also checks max_length and the knob grid against the model before any data is read
-    reference = get_method("full")(cfg.method, cfg.task).build(load_backbone(cfg.model, cfg.seed), None)
+    reference = get_method("full")(cfg.method, cfg.task).build(load_backbone(cfg.model, cfg.seed), None).to(device)
     grid = method.knob_values(reference.backbone.num_layers)
     data = load_data(cfg)
     ident = _identity(cfg, data.source)

@@ -7,14 +7,18 @@ import time
 from typing import Callable
 
 
-def interleaved_medians(candidates: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Median seconds of each callable over ``repeats`` rounds; every round runs each once, in turn."""
+def interleaved_medians(candidates: dict[str, Callable[[], None]], repeats: int,
+                        sync: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Median seconds of each callable over ``repeats`` rounds; every round runs each once, in turn. ``sync``
+    runs before each clock reading (on a GPU: wait for the kernels, ``device.synchronizer``)."""
     for fn in candidates.values():  # warm-up: allocator, kernels, caches
         fn()
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, fn in candidates.items():
+            sync()
             start = time.perf_counter()
             fn()
+            sync()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}

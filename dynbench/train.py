@@ -28,6 +28,7 @@ from transformers import get_linear_schedule_with_warmup
 from dynbench import metrics
 from dynbench.config import TrainConfig
 from dynbench.data import TaskData
+from dynbench.device import device_of, to_device
 from dynbench.errors import DynbenchError
 from dynbench.loggers import Logger
 from dynbench.method import Stage
@@ -117,7 +118,7 @@ def calib_score(model: nn.Module, stage: Stage, data: TaskData, batch_size: int)
     model.eval()
     logits, labels = [], []
     for batch in data.loader(data.calib, batch_size):
-        logits.append(stage.predict(model, batch).float().numpy())
+        logits.append(stage.predict(model, to_device(batch, device_of(model))).float().cpu().numpy())
         labels.append(batch["labels"].numpy())
     model.train(was_training)
     task = data.task
@@ -213,7 +214,7 @@ class _Run:
                 for batch in bar:
                     if step >= self.total:
                         break
-                    loss = self.stage.loss(self.model, batch)
+                    loss = self.stage.loss(self.model, to_device(batch, device_of(self.model)))
                     if not torch.isfinite(loss):
                         raise DynbenchError(
                             f"stage {self.stage.name}: the loss became {loss.item()} at step {step}; the last good "
