@@ -63,10 +63,9 @@ from torch import nn
 from dynbench import tokens
 from dynbench.backbone import Backbone
 from dynbench.config import MethodConfig, check_nonnegative_grid
-from dynbench.heads import PoolerHead
 from dynbench.live import LiveBatch
 from dynbench.method import Batch, Knob, Method, Output, Stage, register_method, task_loss
-from methods.full import plain_finetune
+from methods.full import PlainClassifier, plain_finetune
 
 LAMBDA_GRID = [0.0, 0.005, 0.0075, 0.01, 0.015, 0.03]  # MRPC, RTE: 0.0075 halves the tokens, 0.03 keeps [CLS] (README)
 FLOOR = 1e-3  # the smallest soft weight of a gated token while training
@@ -86,14 +85,12 @@ class TokenGatesConfig(MethodConfig):
             raise ValueError(f"method.gate_lr_scale: must be > 0, got {self.gate_lr_scale}")
 
 
-class GatedClassifier(nn.Module):
-    """The backbone, its final head (as ``PlainClassifier``, so the plain fine-tune loads) and ``gates
+class GatedClassifier(PlainClassifier):
+    """The plain classifier (so the plain fine-tune loads, and calling it runs without gates) plus ``gates
     [L − 1, ranks]``: row l − 2 gates the input of layer l."""
 
     def __init__(self, backbone: Backbone, num_labels: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = PoolerHead(backbone, num_labels)
+        super().__init__(backbone, num_labels)
         self.gates = nn.Parameter(torch.ones(backbone.num_layers - 1, backbone.config.max_position_embeddings))
 
     def gate_values(self) -> torch.Tensor:

@@ -37,10 +37,9 @@ from torch import nn
 
 from dynbench.backbone import Backbone
 from dynbench.config import MethodConfig, check_nonnegative_grid
-from dynbench.heads import PoolerHead
 from dynbench.live import LiveBatch
 from dynbench.method import Batch, Knob, Method, Output, Stage, register_method, task_loss
-from methods.full import final_output, plain_finetune
+from methods.full import PlainClassifier, final_output, plain_finetune
 
 # dropping every token gains alpha in reward and costs about 0.3 in loss on MRPC (fine-tuned ~0.35, majority
 # class 0.63). Measured (version 3, MiniLM): at 0.1 MRPC keeps 97% of its tokens and RTE all of them; at 0.5
@@ -83,13 +82,11 @@ def selection_layers(num_layers: int) -> list[int]:
     return sorted({1, num_layers // 2} & set(range(1, num_layers)))
 
 
-class SelectingClassifier(nn.Module):
-    """Backbone and final head (as ``PlainClassifier``) plus ``policies``, one per selection layer."""
+class SelectingClassifier(PlainClassifier):
+    """The plain classifier (calling it runs without selection) plus ``policies``, one per selection layer."""
 
     def __init__(self, backbone: Backbone, num_labels: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = PoolerHead(backbone, num_labels)
+        super().__init__(backbone, num_labels)
         self.points = selection_layers(backbone.num_layers)
         self.policies = nn.ModuleList([Policy(backbone.hidden_size) for _ in self.points])
 
