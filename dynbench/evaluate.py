@@ -61,11 +61,12 @@ def _predict(method: Method, model: nn.Module, data: TaskData, splits: dict[str,
     labels: dict[str, list[np.ndarray]] = {s: [] for s in splits}
     traces: list[list[Trace]] = [[] for _ in values]
     slots = [0] * len(values)
+    device = device_of(model)
     with torch.no_grad():
         for split, ds in splits.items():
             for batch in tqdm(data.loader(ds, batch_size), desc=f"eval {split}", disable=not progress, leave=False):
                 labels[split].append(batch["labels"].numpy())
-                for j, out in enumerate(method.sweep(model, to_device(batch, device_of(model)), values)):
+                for j, out in enumerate(method.sweep(model, to_device(batch, device), values)):
                     logits[split][j].append(out.logits.float().cpu().numpy())
                     traces[j].append(out.trace)
                     slots[j] += out.trace.padded_slots()

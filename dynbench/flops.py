@@ -48,7 +48,8 @@ class CostModel:
         self.model = model
         self.backbone: Backbone = model.backbone
         self._heads: dict[str, torch.Tensor] = {}
-        d, at = self.backbone.hidden_size, {"device": device_of(model)}
+        self._at = {"device": device_of(model)}  # calibration inputs go where the model is
+        d, at = self.backbone.hidden_size, self._at
         self.embed = self._fit(lambda n: self.backbone.embed(torch.zeros(1, n, dtype=torch.long, **at)))
         self.layers = [
             self._fit(lambda n, i=i: self.backbone.layer(i, torch.randn(1, n, d, **at), torch.ones(1, n, **at)))
@@ -67,7 +68,7 @@ class CostModel:
     def head(self, name: str) -> torch.Tensor:
         """Cost coefficients of the head at module path ``name`` (calibrated on first use)."""
         if name not in self._heads:
-            module, d, at = self.model.get_submodule(name), self.backbone.hidden_size, {"device": device_of(self.model)}
+            module, d, at = self.model.get_submodule(name), self.backbone.hidden_size, self._at
             self._heads[name] = self._fit(lambda n: module(torch.randn(1, n, d, **at), torch.ones(1, n, **at)))
         return self._heads[name]
 

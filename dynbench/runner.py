@@ -37,25 +37,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-# training fields added after records and checkpoints existed: left out of keys while at their neutral value,
-# so that existing run identities, budget hashes and cached stages stay valid
-_NEUTRAL_WHEN_NONE = ("train_subset",)
+# fields added after records and checkpoints existed, with the value that behaves as before they existed: left
+# out of keys while at it, so that existing run identities, budget hashes and cached stages stay valid
+_NEUTRAL_TRAIN = {"train_subset": None}
+_NEUTRAL_ROOT = {"device": "cpu"}
+
+
+def _without_neutral(fields: dict[str, Any], neutral: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if not (k in neutral and v == neutral[k])}
 
 
 def _budget(cfg: RootConfig) -> dict[str, Any]:
     """The training config as it enters keys: less ``threads`` (speed, not results) and neutral late fields."""
-    return {k: v for k, v in dataclasses.asdict(cfg.train).items()
-            if k != "threads" and not (k in _NEUTRAL_WHEN_NONE and v is None)}
+    return _without_neutral({k: v for k, v in dataclasses.asdict(cfg.train).items() if k != "threads"}, _NEUTRAL_TRAIN)
 
 
 def _identity(cfg: RootConfig, data_source: str) -> dict[str, Any]:
     """What determines a run's results: the config less paths, cosmetics and knob grids (each record is one
     knob point, whatever else the grid holds), plus the data's digest."""
-    ident = dataclasses.asdict(cfg)
+    ident = _without_neutral(dataclasses.asdict(cfg), _NEUTRAL_ROOT)
     for key in ("results_dir", "cache_dir", "progress", "logger", "data_dir"):
         ident.pop(key)
-    if ident["device"] == "cpu":  # added after records existed: neutral at its default, like _NEUTRAL_WHEN_NONE
-        ident.pop("device")
     for key in type(cfg.method).grids:
         ident["method"].pop(key)
     return ident | {"train": _budget(cfg), "data": data_source}

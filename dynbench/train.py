@@ -116,9 +116,9 @@ def calib_score(model: nn.Module, stage: Stage, data: TaskData, batch_size: int)
     """The task's primary score of ``stage.predict`` on the calibration split (held out from train)."""
     was_training = model.training
     model.eval()
-    logits, labels = [], []
+    logits, labels, device = [], [], device_of(model)
     for batch in data.loader(data.calib, batch_size):
-        logits.append(stage.predict(model, to_device(batch, device_of(model))).float().cpu().numpy())
+        logits.append(stage.predict(model, to_device(batch, device)).float().cpu().numpy())
         labels.append(batch["labels"].numpy())
     model.train(was_training)
     task = data.task
@@ -149,6 +149,7 @@ class _Run:
         self.model, self.stage, self.data, self.cfg, self.folder = model, stage, data, cfg, folder
         self.seed, self.logger, self.progress, self.eval_batch_size = seed, logger, progress, eval_batch_size
         self.params = stage.trainable(model)
+        self.device = device_of(model)
         self.steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
         self.total = math.ceil(self.steps_per_epoch * cfg.epochs)
         if cfg.max_steps:
@@ -214,7 +215,7 @@ class _Run:
                 for batch in bar:
                     if step >= self.total:
                         break
-                    loss = self.stage.loss(self.model, to_device(batch, device_of(self.model)))
+                    loss = self.stage.loss(self.model, to_device(batch, self.device))
                     if not torch.isfinite(loss):
                         raise DynbenchError(
                             f"stage {self.stage.name}: the loss became {loss.item()} at step {step}; the last good "
