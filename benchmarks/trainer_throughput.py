@@ -79,7 +79,7 @@ def run_ours(cfg, data, steps: int) -> tuple[float, int]:
         _Run(model, stage, data, train_cfg, Path(out), cfg.seed, Logger(), False, cfg.eval.batch_size).run()
         seconds = time.perf_counter() - start
     batches = (batch for epoch in itertools.count()
-               for batch in epoch_loader(data, cfg.train.batch_size, cfg.seed, epoch))
+               for batch in epoch_loader(data, cfg.train, cfg.seed, epoch))
     return seconds, sum(batch["input_ids"].numel() for batch in itertools.islice(batches, steps))
 
 

@@ -34,17 +34,29 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.where(m > 0, m.clamp_min(torch.finfo(dtype).tiny).log(), torch.finfo(dtype).min)
 
 
-class Backbone(nn.Module):
-    """An HF base encoder exposed as embeddings, per-layer calls and the pretrained pooler."""
+POOLINGS = ("mean", "cls")
 
-    def __init__(self, model: nn.Module) -> None:
+
+class Backbone(nn.Module):
+    """An HF base encoder exposed as embeddings, per-layer calls and its pooling.
+
+    ``pooling`` is how the checkpoint was trained to summarise a sequence, and every head of every method
+    reads that summary of its layer: ``cls``, the pretrained pooler on ``[CLS]`` (BERT, RoBERTa, ALBERT, whose
+    ``[CLS]`` was pretrained by next-sentence or sentence-order prediction); ``mean``, the mean over the tokens
+    present (sentence-transformers checkpoints such as all-MiniLM-L6-v2, whose pooler is an untrained random
+    init and whose ``[CLS]`` state after layers 1-5 is the same vector for every input)."""
+
+    def __init__(self, model: nn.Module, pooling: str = "cls") -> None:
         super().__init__()
         family = model.config.model_type
         if family not in FAMILIES:
             raise DynbenchError(f"model type {family!r} is not supported; dynbench drives {', '.join(FAMILIES)}")
-        if getattr(model, "pooler", None) is None:
-            raise DynbenchError("the backbone has no pooler; load it with its pooling layer")
+        if pooling not in POOLINGS:
+            raise DynbenchError(f"model.pooling: {pooling!r} is not one of {POOLINGS}")
+        if pooling == "cls" and getattr(model, "pooler", None) is None:
+            raise DynbenchError("the backbone has no pooler; load it with its pooling layer, or set model.pooling=mean")
         self.family = family
+        self.pooling = pooling
         self.model = model
 
     @property
@@ -91,11 +103,24 @@ class Backbone(nn.Module):
             hook.remove()
         return h, seen[0]
 
-    def pool(self, h: torch.Tensor) -> torch.Tensor:
-        """The pretrained pooler on ``[CLS]``: ``[B, T, d]`` → ``[B, d]``."""
+    def summary(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """What the pooling reads, ``[B, T, d]`` → ``[B, d]``: the ``[CLS]`` state, or the mean over the tokens
+        present (``mask`` 1/0, or soft key weights while token gates train, which weigh tokens as they weigh
+        keys). Heads with a pooler of their own (DeeBERT's off-ramps) apply it to this."""
+        if self.pooling == "cls":
+            return h[:, 0]
+        w = mask.to(h.dtype)[..., None]
+        return (h * w).sum(1) / w.sum(1).clamp_min(torch.finfo(h.dtype).tiny)
+
+    def pool(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled representation, ``[B, T, d]`` → ``[B, d]``: the pretrained pooler (dense, tanh)
+        on ``[CLS]``, or the mean over the tokens present (a mean-pooled checkpoint has no pooler to apply)."""
+        x = self.summary(h, mask)
+        if self.pooling == "mean":
+            return x
         if self.family == "albert":
-            return self.model.pooler_activation(self.model.pooler(h[:, 0]))
-        return self.model.pooler(h)
+            return self.model.pooler_activation(self.model.pooler(x))
+        return self.model.pooler.activation(self.model.pooler.dense(x))
 
     def pooler_dense(self) -> nn.Linear:
         """The pooler's dense layer (its activation is tanh in every supported family)."""
@@ -162,4 +187,4 @@ def load_backbone(cfg: ModelConfig, seed: int = 0) -> Backbone:
     limit = model.config.max_position_embeddings - (2 if model.config.model_type == "roberta" else 0)
     if cfg.max_length > limit:
         raise DynbenchError(f"model.max_length={cfg.max_length} exceeds {cfg.name}'s limit of {limit} positions")
-    return Backbone(model)
+    return Backbone(model, cfg.pooling)

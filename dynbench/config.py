@@ -42,6 +42,17 @@ class TsvSource:
 
 
 @dataclass
+class Recipe:
+    """A task's training budget, frozen from a search that never looked at dev (README: the recipe), and read
+    by ``conf/train/default.yaml``: every stage of every method trains under it."""
+
+    lr: float = 5e-5
+    epochs: float = 3.0
+    early_stopping_patience: Optional[int] = None  # epochs without a better calibration score
+    train_subset: Optional[int] = None  # a seeded subset of train, for tasks too big for the CPU budget
+
+
+@dataclass
 class TaskConfig:
     name: str = MISSING
     kind: str = "classification"
@@ -54,6 +65,7 @@ class TaskConfig:
     calib_fraction: float = 0.1  # METHODS.md §0.4: held out from train to choose operating points
     calib_max: int = 2000
     split_seed: int = 0  # fixed for every method and run seed, so all methods see the same split
+    recipe: Recipe = field(default_factory=Recipe)
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:
@@ -75,6 +87,9 @@ class ModelConfig:
     pretrained: Optional[str] = MISSING  # hub id, or "embedded:minilm"; null = random weights from `random`
     tokenizer: Optional[str] = None  # defaults to `pretrained`
     random: Optional[dict[str, Any]] = None  # BertConfig fields for a random-weight model (model=tiny)
+    # how the checkpoint summarises a sequence, read by every head of every method (backbone.Backbone):
+    # "cls" (the pretrained pooler on [CLS]) or "mean" (over the tokens present: sentence-transformers models)
+    pooling: str = MISSING
     max_length: int = 128
     attn_implementation: str = "sdpa"  # FLOPs are always calibrated with eager attention (flops.py)
 
@@ -83,6 +98,8 @@ class ModelConfig:
             raise ValueError("model.pretrained: null needs model.random (a BertConfig for random weights)")
         if self.max_length < 8:
             raise ValueError(f"model.max_length: must be >= 8, got {self.max_length}")
+        if self.pooling not in ("mean", "cls"):
+            raise ValueError(f"model.pooling: 'mean' or 'cls', got {self.pooling!r}")
         if self.attn_implementation not in ("sdpa", "eager"):
             raise ValueError(f"model.attn_implementation: 'sdpa' or 'eager', got {self.attn_implementation!r}")
 
@@ -95,6 +112,12 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
     max_grad_norm: float = 1.0
+    # parameters the checkpoint did not train (every head, exit classifier and halting unit a method adds)
+    # train at this multiple of lr: at 1x a fresh head moves about lr per Adam step from its N(0, 0.02)
+    # init, too little within a GLUE budget for a deep one such as FastBERT's teacher (README: the budget)
+    head_lr_scale: float = 20.0
+    # batches of examples of similar length (the HF Trainer's group_by_length sampler): less padding
+    group_by_length: bool = True
     max_steps: Optional[int] = None  # caps the steps of every stage
     early_stopping_patience: Optional[int] = None  # epochs without a better calibration score
     # a seeded random subset of the training split (a budget cut for big tasks on CPU, e.g. SST-2): part of
@@ -107,6 +130,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("train: epochs, batch_size and lr must be positive")
+        if not self.head_lr_scale > 0:
+            raise ValueError(f"train.head_lr_scale: must be > 0, got {self.head_lr_scale}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"train.warmup_fraction: must be in [0, 1), got {self.warmup_fraction}")
         for name in ("max_steps", "train_subset", "limit_train", "limit_eval", "threads", "early_stopping_patience"):

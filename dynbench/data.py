@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from dynbench.config import TaskConfig
 from dynbench.errors import DynbenchError
@@ -42,11 +43,19 @@ class TaskData:
     tokenizer: PreTrainedTokenizerBase
     limited: bool
 
-    def loader(self, split: datasets.Dataset, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
-        """Batches with dynamic padding (each batch padded to its own longest example)."""
+    def loader(self, split: datasets.Dataset, batch_size: int, shuffle: bool = False, seed: int = 0,
+               group_by_length: bool = False) -> DataLoader:
+        """Batches with dynamic padding (each batch padded to its own longest example). ``group_by_length``
+        (with ``shuffle``) draws batches of similar lengths, as the HF Trainer's ``group_by_length`` does: a
+        seeded shuffle, then examples sorted by length within chunks of 50 batches, so padding nearly vanishes
+        while every epoch still sees a new mix."""
         generator = torch.Generator().manual_seed(seed)
+        sampler = None
+        if shuffle and group_by_length:
+            lengths = [len(ids) for ids in split["input_ids"]]
+            sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
         return DataLoader(
-            split, batch_size=batch_size, shuffle=shuffle, generator=generator,
+            split, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, generator=generator,
             collate_fn=DataCollatorWithPadding(self.tokenizer, return_tensors="pt"),
         )
 

@@ -2,7 +2,7 @@
 full model. The only evaluation loop; methods only answer ``sweep``/``infer``."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -80,11 +80,54 @@ def _metrics(data: TaskData, logits: dict[str, np.ndarray], labels: dict[str, np
     return {s: metrics.split_metrics(data.task, logits[s], labels[s]) for s in logits}
 
 
+def head_scores(method: Method, model: nn.Module, data: TaskData, batch_size: int) -> Optional[list[float]]:
+    """The dev score of every internal classifier (one per layer, the last included), each on every example;
+    None for methods without per-layer heads."""
+    device = device_of(model)
+    logits: dict[str, list[list[np.ndarray]]] = {}
+    labels: dict[str, list[np.ndarray]] = {}
+    with torch.no_grad():
+        for split, ds in data.dev.items():
+            for batch in data.loader(ds, batch_size):
+                zs = method.head_logits(model, to_device(batch, device))
+                if zs is None:
+                    return None
+                labels.setdefault(split, []).append(batch["labels"].numpy())
+                for layer, z in enumerate(zs):
+                    logits.setdefault(split, [[] for _ in zs])[layer].append(z.float().cpu().numpy())
+    gold = {s: np.concatenate(v) for s, v in labels.items()}
+    depth = len(next(iter(logits.values())))
+    return [metrics.score(data.task, _metrics(data, {s: np.concatenate(v[layer]) for s, v in logits.items()}, gold))[0]
+            for layer in range(depth)]
+
+
+def majority_score(data: TaskData) -> Optional[float]:
+    """The dev score of always answering training's most frequent class (the floor an exit must clear to
+    have learnt anything); None for regression, where a constant has no correlation."""
+    if data.task.kind == "regression":
+        return None
+    train = np.asarray(data.train["label"])
+    answer = np.bincount(train, minlength=data.task.num_labels).argmax()
+    logits, labels = {}, {}
+    for split, ds in data.dev.items():
+        labels[split] = np.asarray(ds["label"])
+        logits[split] = np.eye(data.task.num_labels)[np.full(len(ds), answer)]
+    return metrics.score(data.task, _metrics(data, logits, labels))[0]
+
+
+def _fold_positions(data: TaskData, labels: dict[str, np.ndarray]) -> list[torch.Tensor]:
+    """Each dev fold's positions in the concatenated dev trace (splits follow each other in ``data.dev`` order)."""
+    offsets = dict(zip(labels, np.cumsum([0] + [len(y) for y in labels.values()])))
+    return [torch.as_tensor(np.concatenate([offsets[s] + idx for s, idx in fold.items()]))
+            for fold in metrics.dev_folds(labels, data.task.split_seed)]
+
+
 def evaluate(method: Method, model: nn.Module, reference: nn.Module, data: TaskData, values: Sequence[Any],
              cfg: EvalConfig, progress: bool = False, seed: int = 0) -> list[dict[str, Any]]:
     """One result dict per knob value: dev score, its bootstrap interval (seeded by ``seed``) and metrics,
-    FLOPs, layers, tokens, exits and timings, plus the score and FLOPs on the calibration split (held out
-    from train) for choosing operating points."""
+    FLOPs, layers, tokens, exits and timings; the score, its standard error and the FLOPs speed-up on each of
+    two fixed halves of dev (choosing an operating point on one half, reporting it on the other); the score and
+    FLOPs on the calibration split (held out from train); and each internal classifier's dev score."""
     model.eval()
     reference.eval()
     dev, dev_labels, dev_traces, padding = _predict(method, model, data, data.dev, values, cfg.batch_size, progress)
@@ -92,6 +135,8 @@ def evaluate(method: Method, model: nn.Module, reference: nn.Module, data: TaskD
                                                     progress)
     cost, ref_cost = CostModel(model), CostModel(reference)
     depth = reference.backbone.num_layers
+    per_layer = head_scores(method, model, data, cfg.batch_size)
+    folds = _fold_positions(data, dev_labels)
 
     def flops(trace: Trace) -> tuple[float, float]:
         return cost.flops(trace).mean().item(), ref_cost.flops(_full_trace(trace.embed_tokens, depth)).mean().item()
@@ -117,6 +162,11 @@ def evaluate(method: Method, model: nn.Module, reference: nn.Module, data: TaskD
             "calib_score": metrics.score(data.task, _metrics(data, calib[j], calib_labels))[0],
             "calib_speedup_flops": calib_full / calib_flops,
         }
+        result["fold_scores"], result["fold_score_se"] = metrics.fold_scores(data.task, dev[j], dev_labels,
+                                                                             data.task.split_seed)
+        result["fold_speedup_flops"] = [speedup(trace.select(f)) for f in folds]
+        if per_layer is not None:
+            result["head_scores"], result["majority_score"] = per_layer, majority_score(data)
         if cfg.timing:
             # wall-clock runs on the first examples of the first dev set: their FLOPs speed-ups, for ratios
             result |= _timing(method, model, reference, data, value, cfg) | {

@@ -41,6 +41,10 @@ class ExitRule:
     def answer(self, state: State, z: torch.Tensor) -> torch.Tensor:
         return z
 
+    def head_answer(self, z: torch.Tensor) -> torch.Tensor:
+        """The classifier's own answer in a head's output ``z`` (DACT's heads append a halting logit)."""
+        return z
+
 
 class MultiExitModel(nn.Module):
     """The backbone, an exit head after layers 1..L−1 (``exits.0`` … ``exits.{L-2}``) and the final ``head``
@@ -127,11 +131,10 @@ def layer_weighted_loss(model: MultiExitModel, batch: Batch) -> torch.Tensor:
     return sum(j * task_loss(z, batch["labels"]) for j, z in zip(weights, zs)) / sum(weights)
 
 
-def exit_heads_stage(name: str, signature: dict[str, Any], loss: Callable[[nn.Module, Batch], torch.Tensor],
-                     lr_scale: float = 1.0) -> Stage:
+def exit_heads_stage(name: str, signature: dict[str, Any], loss: Callable[[nn.Module, Batch], torch.Tensor]) -> Stage:
     """A stage that trains the exit heads only: the backbone and final head stay frozen and are not re-saved."""
     return Stage(name=name, signature=signature, trainable=lambda m: list(m.exits.parameters()), loss=loss,
-                 lr_scale=lr_scale, saves=("exits.",))
+                 saves=("exits.",))
 
 
 def entropy(z: torch.Tensor) -> torch.Tensor:
@@ -179,3 +182,8 @@ class ExitMethod(Method):
 
     def sweep(self, model: nn.Module, batch: Batch, values: Sequence[Any]) -> list[Output]:
         return replay(model, batch, self.exit_rule(model), values)
+
+    def head_logits(self, model: nn.Module, batch: Batch) -> list[torch.Tensor]:
+        zs, _ = all_logits(model, batch)
+        rule = self.exit_rule(model)
+        return [rule.head_answer(z) for z in zs]

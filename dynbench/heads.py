@@ -19,10 +19,12 @@ def _linear(d_in: int, d_out: int, std: float) -> nn.Linear:
 
 
 class PoolerHead(nn.Module):
-    """The backbone's pretrained pooler (``[CLS]`` → dense → tanh), dropout, then Linear(d → C).
+    """The backbone's pooling (``Backbone.pool``: the pretrained pooler on ``[CLS]``, or the mean over the tokens
+    present), dropout, then Linear(d → C).
 
     The pooler is borrowed, not owned, so several heads can share it (METHODS.md §0.1
-    ``linear_shared_pooler``) while the state dict holds it once, under ``backbone``.
+    ``linear_shared_pooler``) while the state dict holds it once, under ``backbone``; a mean-pooled backbone
+    has no pooler to share, and the head starts at its dropout.
     """
 
     def __init__(self, backbone: Backbone, num_labels: int) -> None:
@@ -33,22 +35,24 @@ class PoolerHead(nn.Module):
         self.classifier = _linear(backbone.hidden_size, num_labels, cfg.initializer_range)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.pool(h)))
+        return self.classifier(self.dropout(self.pool(h, mask)))
 
 
 class OwnPoolerHead(nn.Module):
-    """Its own pooler, initialised as a copy of the pretrained one, then dropout and Linear(d → C)
-    (METHODS.md §0.1 ``own_pooler``: DeeBERT's off-ramps)."""
+    """Its own pooler (dense + tanh, initialised as a copy of the backbone's) on the backbone's summary of the
+    sequence (``Backbone.summary``: ``[CLS]``, or the mean over the tokens present), then dropout and
+    Linear(d → C) (METHODS.md §0.1 ``own_pooler``: DeeBERT's off-ramps)."""
 
     def __init__(self, backbone: Backbone, num_labels: int) -> None:
         super().__init__()
         cfg = backbone.config
+        self.summary = backbone.summary  # a bound method: not registered as a submodule
         self.pooler = copy.deepcopy(backbone.pooler_dense())
         self.dropout = nn.Dropout(getattr(cfg, "classifier_dropout", None) or cfg.hidden_dropout_prob)
         self.classifier = _linear(backbone.hidden_size, num_labels, cfg.initializer_range)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(torch.tanh(self.pooler(h[:, 0]))))
+        return self.classifier(self.dropout(torch.tanh(self.pooler(self.summary(h, mask)))))
 
 
 class FastBertStudent(nn.Module):
@@ -84,13 +88,15 @@ class FastBertStudent(nn.Module):
 
 class DactHead(nn.Module):
     """DACT's step after one layer (METHODS.md §0.1 ``dact``): an ``OwnPoolerHead`` for the intermediate answer
-    and a halting unit Linear(d → 1) on ``[CLS]``. Returns ``[b, C + 1]``: the answer's logits, then the
-    halting logit (the halting value is its sigmoid). The bias starts at 0, h ≈ 0.5, as in DACT-MAC."""
+    and a halting unit Linear(d → 1) on the backbone's summary of the sequence (``[CLS]``, or the mean over
+    the tokens present). Returns ``[b, C + 1]``: the answer's logits, then the halting logit (the halting value
+    is its sigmoid). The bias starts at 0, h ≈ 0.5, as in DACT-MAC."""
 
     def __init__(self, backbone: Backbone, num_labels: int) -> None:
         super().__init__()
+        self.summary = backbone.summary  # a bound method: not registered as a submodule
         self.out = OwnPoolerHead(backbone, num_labels)
         self.halt = _linear(backbone.hidden_size, 1, backbone.config.initializer_range)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.out(h, mask), self.halt(h[:, 0])], dim=-1)
+        return torch.cat([self.out(h, mask), self.halt(self.summary(h, mask))], dim=-1)

@@ -49,9 +49,11 @@ class LiveBatch:
         return self.h
 
     def run_head(self, name: str, head: nn.Module) -> torch.Tensor:
-        """Apply ``head`` (the model's submodule at path ``name``) to the live rows: ``[b, C]``."""
+        """Apply ``head`` (the model's submodule at path ``name``) to the live rows: ``[b, C]``. It sees the tokens
+        present as the next layer would, key weights included, so a pooling head weighs a gated token as the
+        layers do."""
         self.trace.note_head(name, self.rows, self.mask.sum(1))
-        return head(self.h, self.mask)
+        return head(self.h, self.mask if self.key_weights is None else self.mask * self.key_weights)
 
     def keep_rows(self, keep: torch.Tensor) -> None:
         """Rows where ``keep`` is False leave the batch: later layers run on fewer rows, and padding beyond

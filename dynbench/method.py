@@ -50,8 +50,8 @@ class Stage:
     trainable: Callable[[nn.Module], list[nn.Parameter]]
     loss: Callable[[nn.Module, Batch], torch.Tensor]
     predict: Optional[Callable[[nn.Module, Batch], torch.Tensor]] = None  # logits used to keep the best epoch
-    lr_scale: float = 1.0
-    lr_scales: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> extra lr multiple
+    # parameter-name prefix -> lr multiple, instead of the head rule (``train.head_lr_scale``) for those names
+    lr_scales: dict[str, float] = field(default_factory=dict)
     no_decay: Sequence[str] = ()  # parameter-name prefixes without weight decay (besides biases and norms)
     # called with the model as the earlier stages left it, before this stage trains (e.g. to copy a teacher)
     setup: Optional[Callable[[nn.Module], None]] = None
@@ -107,6 +107,11 @@ class Method:
     def sweep(self, model: nn.Module, batch: Batch, values: Sequence[Any]) -> list[Output]:
         """All inference-knob values at once; methods with an exact one-pass replay override this."""
         return [self.infer(model, batch, v) for v in values]
+
+    def head_logits(self, model: nn.Module, batch: Batch) -> Optional[list[torch.Tensor]]:
+        """The answer of every internal classifier on every row, one ``[B, C]`` per layer (the records'
+        ``head_scores``: how good each exit could be), or None for a method without per-layer heads."""
+        return None
 
 
 _METHODS: dict[str, type[Method]] = {}

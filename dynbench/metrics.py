@@ -37,10 +37,10 @@ def score(task: TaskConfig, by_split: dict[str, dict[str, float]]) -> tuple[floa
     return primary, flat
 
 
-def bootstrap_ci(task: TaskConfig, logits: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                 resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the primary score over evaluation examples (each dev split resampled
-    on its own, as the score averages the splits): how much the score of one run owes to the dev sample."""
+def _bootstrap_draws(task: TaskConfig, logits: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+                     resamples: int, seed: int) -> np.ndarray:
+    """Primary scores of ``resamples`` bootstrap resamples of the evaluation examples (each split resampled on
+    its own, as the score averages the splits); NaN where a resample's score is undefined."""
     rng = np.random.default_rng(seed)
     draws = []
     with warnings.catch_warnings():  # a resample may hold one class only: its F1 or correlation is undefined
@@ -48,6 +48,36 @@ def bootstrap_ci(task: TaskConfig, logits: dict[str, np.ndarray], labels: dict[s
         for _ in range(resamples):
             picks = {s: rng.integers(0, len(y), len(y)) for s, y in labels.items()}
             draws.append(score(task, {s: split_metrics(task, logits[s][i], labels[s][i]) for s, i in picks.items()})[0])
+    return np.asarray(draws, float)
+
+
+def bootstrap_ci(task: TaskConfig, logits: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+                 resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the primary score over evaluation examples: how much the score of one
+    run owes to the dev sample."""
     tail = 100 * (1 - level) / 2
-    low, high = np.nanpercentile(draws, [tail, 100 - tail])
+    low, high = np.nanpercentile(_bootstrap_draws(task, logits, labels, resamples, seed), [tail, 100 - tail])
     return float(low), float(high)
+
+
+FOLDS = 2
+
+
+def dev_folds(labels: dict[str, np.ndarray], seed: int) -> list[dict[str, np.ndarray]]:
+    """Two disjoint halves of every dev split, drawn with ``seed`` (the task's ``split_seed``: the same halves
+    for every method and run), for choosing an operating point on one half and reporting it on the other."""
+    orders = {s: np.random.default_rng(seed).permutation(len(y)) for s, y in labels.items()}
+    return [{s: np.sort(order[f::FOLDS]) for s, order in orders.items()} for f in range(FOLDS)]
+
+
+def fold_scores(task: TaskConfig, logits: dict[str, np.ndarray], labels: dict[str, np.ndarray], seed: int,
+                resamples: int = 1000) -> tuple[list[float], list[float]]:
+    """The primary score on each dev fold and its bootstrap standard error (the folds are disjoint, so the
+    errors of scores read on different folds add in quadrature)."""
+    scores, errors = [], []
+    for fold in dev_folds(labels, seed):
+        part_logits = {s: logits[s][i] for s, i in fold.items()}
+        part_labels = {s: labels[s][i] for s, i in fold.items()}
+        scores.append(score(task, {s: split_metrics(task, part_logits[s], part_labels[s]) for s in fold})[0])
+        errors.append(float(np.nanstd(_bootstrap_draws(task, part_logits, part_labels, resamples, seed), ddof=1)))
+    return scores, errors

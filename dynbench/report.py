@@ -4,8 +4,8 @@
   the dev score where there is one seed.
 - Benchmark table: per task and method, the score at fixed speed-ups read off the method's Pareto front,
   the largest speed-up keeping ≥ 99% of the full model's score, and the normalised area under the front.
-  Operating points are chosen on the calibration split (held out from train) and reported on dev, never
-  chosen on dev (METHODS.md §0.4).
+  Operating points are chosen on one half of dev and read on the other, both ways (two-fold cross-fitting):
+  the data that chooses is distributed like the data reported, and never the same examples.
 - Plots per task: score against relative FLOPs (or measured latency), where each method's examples exit,
   and how many tokens each token-reduction method carries into each layer.
 
@@ -21,6 +21,7 @@ import html
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 import matplotlib
 import numpy as np
@@ -62,7 +63,7 @@ def load_records(folder: Path) -> pd.DataFrame:
     if not rows:
         raise DynbenchError(f"no records (*.jsonl) under {folder}")
     frame = pd.DataFrame(rows)
-    for column in ("budget_hash", "infer_knob", "infer_knob_value", "limited"):
+    for column in ("budget_hash", "infer_knob", "infer_knob_value", "limited", "knob_at"):
         if column not in frame:
             frame[column] = None
     frame["budget_hash"] = frame["budget_hash"].fillna("")
@@ -92,31 +93,58 @@ def points(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _fold_choice(rows: pd.DataFrame, full_scores: list[float], fold: int, keep: float) -> Optional[pd.Series]:
+    """The point with the largest FLOPs speed-up on dev fold ``fold`` whose score there is ≥ ``keep`` × the
+    full model's on that fold (ties: the better score); None if no point is."""
+    ok = rows[[s[fold] >= keep * full_scores[fold] for s in rows.fold_scores]]
+    if ok.empty:
+        return None
+    order = sorted(ok.index, key=lambda i: (ok.fold_speedup_flops[i][fold], ok.fold_scores[i][fold]), reverse=True)
+    return ok.loc[order[0]]
+
+
 def operating_points(frame: pd.DataFrame, keep: float = 0.99) -> pd.DataFrame:
-    """Per run and method: the knob point with the largest calibration FLOPs speed-up whose calibration score
-    is ≥ ``keep`` × the full model's, with its dev figures and wall-clock/FLOPs speed-up ratios."""
+    """Per run and method, two-fold cross-fitting on dev: on each half, the point with the largest FLOPs
+    speed-up keeping ≥ ``keep`` × full's score on that half, read on the other half; the two readings are
+    averaged. A half where no point qualifies falls back to the full model (speed-up 1, full's score), which
+    is what a user of the method would run. The 95% interval adds the two readings' bootstrap errors (the
+    halves are disjoint), given the choices. Also each chosen point's wall-clock over FLOPs speed-up."""
     out = []
+    if "fold_scores" not in frame:
+        return pd.DataFrame(out)
+    frame = frame[frame.fold_scores.map(lambda v: isinstance(v, list))]
     for key, run in frame.groupby(RUN + ["budget_hash"]):  # never mix training budgets
         full = run[run.method == "full"]
-        if full.empty or "calib_score" not in run:
+        if full.empty:
             continue
-        full_calib, full_dev = full.calib_score.iloc[0], full.score.iloc[0]
+        full = full.iloc[0]
         for method, rows in run[run.method != "full"].groupby("method"):
-            ok = rows[rows.calib_score >= keep * full_calib]
-            if ok.empty:
-                continue
-            best = ok.sort_values(["calib_speedup_flops", "calib_score"], ascending=False).iloc[0]
+            readings = []  # (chosen point or None, score, standard error, speed-up) on the other half
+            for fold in range(len(full.fold_scores)):
+                other = 1 - fold
+                chosen = _fold_choice(rows, full.fold_scores, fold, keep)
+                source = full if chosen is None else chosen
+                readings.append((chosen, source.fold_scores[other], source.fold_score_se[other],
+                                 1.0 if chosen is None else chosen.fold_speedup_flops[other]))
+            score = float(np.mean([r[1] for r in readings]))
+            half = 1.96 * float(np.sqrt(sum(r[2] ** 2 for r in readings))) / len(readings)
             point = dict(zip(RUN + ["budget_hash"], key)) | {
-                "method": method, "knob": best.knob, "knob_value": best.knob_value,
-                "infer_knob_value": best.infer_knob_value, "score": best.score,
-                "score_vs_full": best.score / full_dev, "speedup_flops": best.speedup_flops,
+                "method": method, "knob": rows.knob.iloc[0],
+                "knob_value": " | ".join("full" if c is None else _value(c.knob_value) for c, *_ in readings),
+                "infer_knob_value": " | ".join("full" if c is None else _value(c.infer_knob_value) for c, *_ in readings)
+                if rows.infer_knob_value.notna().any() else None,
+                "score": score, "score_ci95_low": score - half, "score_ci95_high": score + half,
+                "score_vs_full": score / float(np.mean(full.fold_scores)),
+                "speedup_flops": float(np.mean([r[3] for r in readings])),
             }
-            # wall-clock speed-up over the FLOPs speed-up of the same (timed) examples
+            # wall-clock speed-up over the FLOPs speed-up of the same (timed) examples, at the chosen points
+            chosen = [c for c, *_ in readings if c is not None]
             for timing, examples in (("speedup_latency_b1", "speedup_flops_b1_examples"),
                                      ("speedup_throughput_eval", "speedup_flops_eval_examples")):
-                if pd.notna(best.get(timing)) and pd.notna(best.get(examples)):
-                    point[timing] = best[timing]
-                    point[f"{timing}_over_flops"] = best[timing] / best[examples]
+                timed = [c for c in chosen if pd.notna(c.get(timing)) and pd.notna(c.get(examples))]
+                if timed:
+                    point[timing] = float(np.mean([c[timing] for c in timed]))
+                    point[f"{timing}_over_flops"] = float(np.mean([c[timing] / c[examples] for c in timed]))
             out.append(point)
     return pd.DataFrame(out)
 
@@ -140,12 +168,36 @@ def benchmark_table(frame: pd.DataFrame) -> pd.DataFrame:
                 row["speedup@99%"] = op.speedup_flops.mean()
                 row["speedup@99%_std"] = op.speedup_flops.std(ddof=1) if len(op) > 1 else np.nan
                 row["score@99%"] = op.score.mean()
+                row["score@99%_std"] = op.score.std(ddof=1) if len(op) > 1 else np.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def head_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per task, model, budget, exit method and trained model (a training knob's value): the dev score of
+    the classifier after each layer (``layer_1`` …, mean over seeds), beside the full model's score and the
+    majority-class answer's."""
+    if "head_scores" not in frame:
+        return pd.DataFrame()
+    with_heads = frame[frame.head_scores.map(lambda v: isinstance(v, list))]
+    full = frame[frame.method == "full"].groupby(["task", "model", "budget_hash"]).score.mean()
+    rows = []
+    for (task, model, budget, method), group in with_heads.groupby(["task", "model", "budget_hash", "method"]):
+        trains = (group.knob_at == "train").all()
+        for value, models in group.groupby(group.knob_value.map(_value) if trains else pd.Series("", group.index)):
+            per_seed = models.drop_duplicates("seed")  # one trained model per seed: every knob point repeats it
+            scores = np.array(per_seed.head_scores.tolist(), dtype=float)
+            row = {"task": task, "model": model, "method": method, "trained_knob": value or None,
+                   "seeds": len(per_seed), "budget_hash": budget}
+            row |= {f"layer_{i + 1}": v for i, v in enumerate(scores.mean(0))}
+            row["full"] = full.get((task, model, budget), np.nan)
+            row["majority"] = pd.to_numeric(per_seed.get("majority_score"), errors="coerce").mean()
             rows.append(row)
     return pd.DataFrame(rows)
 
 
 # the plots the report writes, per task: ``{task}_{kind}.png``; it owns every file of these names in its folder
-PLOT_KINDS = ("score_vs_flops", "score_vs_latency", "exits", "tokens")
+PLOT_KINDS = ("score_vs_flops", "score_vs_latency", "exits", "tokens", "heads")
 
 
 def _png(fig, folder: Path, task: str, kind: str) -> Path:
@@ -278,10 +330,43 @@ def plot_tokens(frame: pd.DataFrame, folder: Path) -> list[Path]:
     return paths
 
 
+def _value(v) -> str:
+    """A knob value as a label: ``0.1``, ``3`` (pandas turns a column's integers into floats beside None)."""
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def plot_heads(frame: pd.DataFrame, folder: Path) -> list[Path]:
+    """Per task: the dev score of each exit method's classifier after every layer (the per-layer accuracy
+    plot of the early-exit papers), with the full model's score and the majority-class answer's."""
+    import matplotlib.pyplot as plt
+
+    paths, table = [], head_table(frame)
+    for task, rows in (table.groupby("task") if not table.empty else []):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        layers = [c for c in rows.columns if c.startswith("layer_") and rows[c].notna().any()]
+        x = range(1, len(layers) + 1)
+        for row in rows.itertuples():
+            label = row.method if row.trained_knob is None else f"{row.method} {row.trained_knob}"
+            ax.plot(x, [getattr(row, c) for c in layers], marker="o", label=label)
+        if rows.full.notna().any():
+            ax.axhline(rows.full.iloc[0], color="k", linestyle=":", linewidth=1, label="full")
+        if rows.majority.notna().any():
+            ax.axhline(rows.majority.iloc[0], color="grey", linestyle="--", linewidth=1, label="majority class")
+        ax.set_xticks(list(x))
+        ax.set_xlabel("classifier after layer")
+        ax.set_ylabel("dev score (primary metric)")
+        ax.set_title(f"{task}: each internal classifier on every example")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        paths.append(_png(fig, folder, task, "heads"))
+        plt.close(fig)
+    return paths
+
+
 def _knob_label(row) -> str:
-    label = f"{row.knob_value:g}" if isinstance(row.knob_value, float) else str(row.knob_value)
+    label = _value(row.knob_value)
     if row.infer_knob_value not in (None, "None") and pd.notna(row.infer_knob_value):
-        label += f"/{row.infer_knob_value:g}"
+        label += f"/{_value(row.infer_knob_value)}"
     return label
 
 
@@ -295,16 +380,19 @@ def write_report(folder: Path, axes: tuple[str, ...] = ("flops",), wandb_project
     returns the tables as Markdown."""
     frame = load_records(folder)
     tables = {"benchmark": benchmark_table(frame), "operating_points": operating_points(frame),
-              "points": points(frame).drop(columns=["rel_flops"])}
+              "heads": head_table(frame), "points": points(frame).drop(columns=["rel_flops"])}
     for name, table in tables.items():
         table.to_csv(folder / f"{name}.csv", index=False, float_format="%.6g")
     text = "".join(f"# {title}\n\n{_markdown(tables[name])}\n\n" for name, title in (
         ("benchmark", f"Benchmark: score at {', '.join(f'{s:g}x' for s in FIXED_SPEEDUPS)} FLOPs speed-up (Pareto "
-                      "front, dev), speed-up at >= 99% of full (chosen on calibration), normalised area"),
-        ("operating_points", "Operating points (>= 99% of full's score, chosen on the calibration split, reported on dev)"),
+                      "front, dev), speed-up at >= 99% of full (cross-fitted on dev halves), normalised area"),
+        ("operating_points", "Operating points (>= 99% of full's score, chosen on one half of dev and read on the "
+                             "other, both ways, averaged; 95% interval)"),
+        ("heads", "Internal classifiers (dev score of the classifier after each layer, on every example)"),
         ("points", "Points (every knob value; dev scores; mean over seeds)")))
     (folder / "summary.md").write_text(text)
-    plots = [p for a in axes for p in plot_curves(frame, folder, a)] + plot_exits(frame, folder) + plot_tokens(frame, folder)
+    plots = ([p for a in axes for p in plot_curves(frame, folder, a)] + plot_exits(frame, folder)
+             + plot_tokens(frame, folder) + plot_heads(frame, folder))
     _remove_stale_plots(folder, plots)
     (folder / "report.html").write_text(_html(folder.name, tables, plots, frame))
     if wandb_project:

@@ -52,6 +52,12 @@ def _budget(cfg: RootConfig) -> dict[str, Any]:
     return _without_neutral({k: v for k, v in dataclasses.asdict(cfg.train).items() if k != "threads"}, _NEUTRAL_TRAIN)
 
 
+def _task(cfg: RootConfig) -> dict[str, Any]:
+    """The task as it enters keys: less its recipe, which enters as the training config it fills in (so a run
+    that set the same budget by hand, before the recipe was frozen, keeps its identity and checkpoints)."""
+    return {k: v for k, v in dataclasses.asdict(cfg.task).items() if k != "recipe"}
+
+
 def _identity(cfg: RootConfig, data_source: str) -> dict[str, Any]:
     """What determines a run's results: the config less paths, cosmetics and knob grids (each record is one
     knob point, whatever else the grid holds), plus the data's digest."""
@@ -60,12 +66,12 @@ def _identity(cfg: RootConfig, data_source: str) -> dict[str, Any]:
         ident.pop(key)
     for key in type(cfg.method).grids:
         ident["method"].pop(key)
-    return ident | {"train": _budget(cfg), "data": data_source}
+    return ident | {"task": _task(cfg), "train": _budget(cfg), "data": data_source}
 
 
 def stage_key_base(cfg: RootConfig, data_source: str) -> dict[str, Any]:
     """What every stage's checkpoint key starts from: model, task, the data itself, seed and training budget."""
-    return {"model": dataclasses.asdict(cfg.model), "task": dataclasses.asdict(cfg.task), "data": data_source,
+    return {"model": dataclasses.asdict(cfg.model), "task": _task(cfg), "data": data_source,
             "seed": cfg.seed, "train": _budget(cfg)}
 
 

@@ -51,7 +51,12 @@ class Trace:
 
     def first(self, n: int) -> "Trace":
         """The trace of the first ``n`` examples."""
-        return Trace(self.embed_tokens[:n], self.layer_tokens[:n], {k: v[:n] for k, v in self.head_tokens.items()})
+        return self.select(slice(None, n))
+
+    def select(self, index: slice | torch.Tensor) -> "Trace":
+        """The trace of the examples at ``index`` (a slice, or positions)."""
+        return Trace(self.embed_tokens[index], self.layer_tokens[index],
+                     {k: v[index] for k, v in self.head_tokens.items()})
 
     def repeat(self, copies: int) -> "Trace":
         """Every example's trace ``copies`` times in a row (the trace of the input repeated that way)."""

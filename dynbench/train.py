@@ -48,6 +48,7 @@ class StageResult:
     reused: bool
     calib_score: Optional[float]
     peak_rss_mb: Optional[float]  # the training process's peak resident memory when the stage ended
+    epoch_scores: Optional[list[float]] = None  # calibration score after each epoch (the best one is kept)
 
 
 def _file_sha(path: Path) -> str:
@@ -85,16 +86,19 @@ def _load_checkpoint(model: nn.Module, folder: Path) -> Optional[dict[str, Any]]
 
 
 def _param_groups(model: nn.Module, params: list[nn.Parameter], weight_decay: float, lr: float,
-                  lr_scales: dict[str, float], no_decay: Sequence[str]) -> list[dict]:
+                  lr_scales: dict[str, float], no_decay: Sequence[str], head_lr_scale: float) -> list[dict]:
     """Weight decay on weights only, not on biases and LayerNorms (the BERT convention) nor on names starting
-    with a prefix in ``no_decay``; names starting with a prefix in ``lr_scales`` train at that multiple of
-    ``lr`` (e.g. token gates)."""
+    with a prefix in ``no_decay``. Parameters outside ``backbone.`` (what a method adds: heads, exits, halting
+    units) train at ``head_lr_scale`` × ``lr``, the one rule for parameters the checkpoint did not train;
+    names starting with a prefix in ``lr_scales`` train at that multiple instead (token gates, TR-BERT's
+    policies, whose lr sets how far they can travel)."""
     wanted = {id(p) for p in params}
     groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if id(p) in wanted:
             plain = "bias" in name or "LayerNorm" in name or "layer_norm" in name or name.startswith(tuple(no_decay))
-            scale = next((v for k, v in lr_scales.items() if name.startswith(k)), 1.0)
+            default = 1.0 if name.startswith("backbone.") else head_lr_scale
+            scale = next((v for k, v in lr_scales.items() if name.startswith(k)), default)
             groups.setdefault((plain, scale), []).append(p)
     order = sorted(groups, key=lambda key: (key[1] != 1.0, key[0], key[1]))  # decay, plain, then scaled groups
     return [{"params": groups[key], "weight_decay": 0.0 if key[0] else weight_decay, "lr": lr * key[1]}
@@ -105,9 +109,9 @@ def optimizer_and_schedule(model: nn.Module, params: list[nn.Parameter], stage: 
                            total: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """Every stage's optimiser (AdamW over ``_param_groups``) and schedule (warm-up, then linear decay to 0
     over ``total`` steps): one place, so that tests of how far a parameter can move see what training does."""
-    lr = cfg.lr * stage.lr_scale
-    optimizer = torch.optim.AdamW(_param_groups(model, params, cfg.weight_decay, lr, stage.lr_scales, stage.no_decay),
-                                  lr=lr, fused=True)
+    groups = _param_groups(model, params, cfg.weight_decay, cfg.lr, stage.lr_scales, stage.no_decay,
+                           cfg.head_lr_scale)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
     return optimizer, get_linear_schedule_with_warmup(optimizer, round(cfg.warmup_fraction * total), total)
 
 
@@ -126,10 +130,11 @@ def calib_score(model: nn.Module, stage: Stage, data: TaskData, batch_size: int)
     return primary
 
 
-def epoch_loader(data: TaskData, batch_size: int, seed: int, epoch: int) -> DataLoader:
+def epoch_loader(data: TaskData, cfg: TrainConfig, seed: int, epoch: int) -> DataLoader:
     """The training batches of one epoch: a shuffle seeded by the run's seed and the epoch, so a resumed run
-    (and anyone recounting what a run trained on) sees the same batches."""
-    return data.loader(data.train, batch_size, shuffle=True, seed=seed * 1000 + epoch)
+    (and anyone recounting what a run trained on) sees the same batches; grouped by length if asked."""
+    return data.loader(data.train, cfg.batch_size, shuffle=True, seed=seed * 1000 + epoch,
+                       group_by_length=cfg.group_by_length)
 
 
 class _Restart(Exception):
@@ -158,7 +163,7 @@ class _Run:
         self.epochs = math.ceil(self.total / self.steps_per_epoch)
 
     def _save_resume_point(self, epoch: int, step: int, best: Optional[float], stale: int, seconds: float,
-                           improved: bool) -> None:
+                           improved: bool, scores: list[float]) -> None:
         """Everything needed to resume after ``epoch``, written to a fresh folder that then replaces
         ``partial/`` (a kill in between leaves either the old resume point or none, never a mix)."""
         new, part, old = self.folder / "partial.new", self.folder / "partial", self.folder / "partial.old"
@@ -173,16 +178,16 @@ class _Run:
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                     "rng": torch.get_rng_state()}, new / "optim.pt")
         atomic_write_text(new / "state.json", json.dumps(
-            {"epoch": epoch, "step": step, "best": best, "stale": stale, "seconds": seconds}))
+            {"epoch": epoch, "step": step, "best": best, "stale": stale, "seconds": seconds, "scores": scores}))
         if part.exists():
             part.rename(old)
         new.rename(part)
         shutil.rmtree(old, ignore_errors=True)
 
-    def _resume(self) -> tuple[int, int, Optional[float], int, float]:
+    def _resume(self) -> tuple[int, int, Optional[float], int, float, list[float]]:
         part = self.folder / "partial"
         if not (part / "state.json").exists():
-            return 0, 0, None, 0, 0.0
+            return 0, 0, None, 0, 0.0, []
         try:
             state = json.loads((part / "state.json").read_text())
             _load_state(self.model, part / "model.safetensors")
@@ -196,21 +201,23 @@ class _Run:
             shutil.rmtree(part)
             raise _Restart from None
         log.info("stage %s: resuming after epoch %d", self.stage.name, state["epoch"] + 1)
-        return state["epoch"] + 1, state["step"], state["best"], state["stale"], state["seconds"]
+        return (state["epoch"] + 1, state["step"], state["best"], state["stale"], state["seconds"],
+                state.get("scores", []))
 
-    def run(self) -> tuple[int, float, Optional[float]]:
-        """Train; returns (steps, seconds, best calibration score). The best epoch's weights end in the model."""
+    def run(self) -> tuple[int, float, Optional[float], list[float]]:
+        """Train; returns (steps, seconds, best calibration score, the score after each epoch). The best
+        epoch's weights end in the model."""
         frozen = [p for p in self.model.parameters() if id(p) not in {id(q) for q in self.params}]
         for p in frozen:
             p.requires_grad_(False)
         torch.manual_seed(self.seed)
         improved = False
         try:
-            start, step, best, stale, seconds = self._resume()
+            start, step, best, stale, seconds, scores = self._resume()
             for epoch in range(start, self.epochs):
                 began = time.perf_counter()
                 self.model.train()
-                loader = epoch_loader(self.data, self.cfg.batch_size, self.seed, epoch)
+                loader = epoch_loader(self.data, self.cfg, self.seed, epoch)
                 bar = tqdm(loader, desc=f"{self.stage.name} epoch {epoch + 1}/{self.epochs}", disable=not self.progress, leave=False)
                 for batch in bar:
                     if step >= self.total:
@@ -235,19 +242,20 @@ class _Run:
                     score = calib_score(self.model, self.stage, self.data, self.eval_batch_size)
                     self.logger.log_metrics({f"train/{self.stage.name}/calib_score": score}, step)
                     log.info("stage %s epoch %d: calibration score %.4f", self.stage.name, epoch + 1, score)
+                    scores.append(score)
                     improved = best is None or _rank(score) > _rank(best)
                     best, stale = (score, 0) if improved else (best, stale + 1)
                 patience = self.cfg.early_stopping_patience
                 if step >= self.total or (patience and stale >= patience):
                     break  # finished: the caller saves the stage itself, no resume point needed
-                self._save_resume_point(epoch, step, best, stale, seconds, improved)
+                self._save_resume_point(epoch, step, best, stale, seconds, improved, scores)
         finally:
             for p in frozen:
                 p.requires_grad_(True)
         best_path = self.folder / "partial" / "best.safetensors"
         if not improved and best_path.exists():  # an earlier epoch was better than the last one
             _load_state(self.model, best_path)
-        return step, seconds, best
+        return step, seconds, best, scores
 
 
 def train_stages(model: nn.Module, stages: list[Stage], data: TaskData, cfg: TrainConfig, key_base: dict[str, Any],
@@ -261,7 +269,7 @@ def train_stages(model: nn.Module, stages: list[Stage], data: TaskData, cfg: Tra
         if meta is not None:
             log.info("stage %s: reusing %s", stage.name, folder)
             results.append(StageResult(stage.name, key, meta["seconds"], meta["steps"], True, meta["calib_score"],
-                                       meta.get("peak_rss_mb")))
+                                       meta.get("peak_rss_mb"), meta.get("epoch_scores")))
             continue
         folder.mkdir(parents=True, exist_ok=True)
         if stage.setup is not None:
@@ -269,16 +277,17 @@ def train_stages(model: nn.Module, stages: list[Stage], data: TaskData, cfg: Tra
         make = lambda: _Run(model, stage, data, cfg, folder, seed * 100 + i, logger, progress, eval_batch_size)  # noqa: E731
         initial = _saved_state(model, stage)
         try:
-            steps, seconds, best = make().run()
+            steps, seconds, best, scores = make().run()
         except _Restart:
             model.load_state_dict(initial, strict=False)  # undo what the broken resume point loaded
-            steps, seconds, best = make().run()
+            steps, seconds, best, scores = make().run()
         save_file(_saved_state(model, stage), str(folder / "model.tmp"))
         (folder / "model.tmp").replace(folder / "model.safetensors")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         meta = {"stage": stage.name, "signature": stage.signature, "steps": steps, "seconds": seconds,
-                "calib_score": best, "peak_rss_mb": peak, "sha256": _file_sha(folder / "model.safetensors")}
+                "calib_score": best, "peak_rss_mb": peak, "epoch_scores": scores,
+                "sha256": _file_sha(folder / "model.safetensors")}
         atomic_write_text(folder / "meta.json", json.dumps(meta, indent=1))
         shutil.rmtree(folder / "partial", ignore_errors=True)
-        results.append(StageResult(stage.name, key, seconds, steps, False, best, peak))
+        results.append(StageResult(stage.name, key, seconds, steps, False, best, peak, scores or None))
     return results

@@ -9,6 +9,8 @@ least ``(1 - p_n)^d`` of the weight stays on ``a_n``, so ``top(a_n)(1 - p_n)^d >
 argmax ``a_L`` = argmax ``a_n``. Halting never changes the full-depth prediction.
 
 Choices and extensions of dynbench (the DACT-BERT code is not public):
+- The answers and halting units read the backbone's summary of their layer (``[CLS]``, or the mean over the
+  tokens for a mean-pooled checkpoint such as MiniLM, whose early ``[CLS]`` is one vector for every input).
 - Stage 1 is the plain fine-tune (shared with ``full``); stage 2 trains everything on the DACT loss, as
   DACT-MAC starts from a trained model. Layer L's answer comes from the plain fine-tune's head.
 - The last layer always stops, so it has no halting unit, and the ponder cost is ``Σ_{n<L} p_n``
@@ -87,6 +89,10 @@ class HaltingRule(exits.ExitRule):
         state = self.accumulate(state, z)
         return state, self.halts(state, self.depth - 1 - layer, slack)
 
+    def head_answer(self, z: torch.Tensor) -> torch.Tensor:
+        """The step's own answer ``y_n`` as logits (without the halting logit)."""
+        return z[:, :self.outputs]
+
     def answer(self, state: exits.State, z: torch.Tensor) -> torch.Tensor:
         """Log-probabilities (argmax is the prediction) or the regression score, both from ``a_n``."""
         return state["a"] if self.range else state["a"].clamp_min(torch.finfo(torch.float32).tiny).log()
@@ -109,7 +115,7 @@ def dact_loss(rule: HaltingRule, tau: float, model: exits.MultiExitModel, batch:
 
 @register_method("dact", config=DactConfig)
 class Dact(exits.ExitMethod):
-    version = 1
+    version = 2  # 2: the steps read the backbone's pooling and train at train.head_lr_scale
     knob = Knob("tau", at="train")
     infer_knob = Knob("slack", at="infer")
 

@@ -3,7 +3,9 @@
 
 Stage 1 is the plain fine-tune (shared with `full` through the stage cache); stage 2 freezes the backbone
 and final classifier and trains the off-ramps on the unweighted sum of their losses. Unlike the reference
-code, the rule is not tested at layer L (whose off-ramp it never trains) and decisions are per example.
+code, the rule is not tested at layer L (whose off-ramp it never trains) and decisions are per example. The
+off-ramps' poolers read the backbone's summary of their layer (``[CLS]``, or for a mean-pooled checkpoint
+such as MiniLM the mean over the tokens: its early ``[CLS]`` is one vector for every input, ``model.pooling``).
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def offramp_loss(model: exits.MultiExitModel, batch: Batch) -> torch.Tensor:
 
 @register_method("deebert", config=DeebertConfig)
 class Deebert(exits.ExitMethod):
-    version = 1
+    version = 2  # 2: the off-ramps read the backbone's pooling and train at train.head_lr_scale
     knob = Knob("entropy", at="infer")
     classification_only = True
     rule = exits.StatelessRule(lambda z, threshold: exits.entropy(z) < threshold)

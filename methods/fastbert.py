@@ -54,5 +54,5 @@ class Fastbert(exits.ExitMethod):
         return [
             plain_finetune(model.backbone.num_layers, head="fastbert_student"),
             exits.exit_heads_stage("self_distillation", {"stage": "fastbert_distillation", "v": self.version},
-                                   distillation_loss, lr_scale=10.0),
+                                   distillation_loss),
         ]

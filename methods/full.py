@@ -59,7 +59,7 @@ class FullConfig(MethodConfig):
 
 @register_method("full", config=FullConfig)
 class Full(Method):
-    version = 1
+    version = 2  # 2: the head reads the backbone's pooling (MiniLM: the mean), trains at train.head_lr_scale
 
     def build(self, backbone: Backbone, knob_value: Any) -> nn.Module:
         return PlainClassifier(backbone, self.task.num_labels)

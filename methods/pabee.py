@@ -1,8 +1,11 @@
 """PABEE: exit once `patience` consecutive classifiers agree (Zhou et al. 2020; METHODS.md §3).
 
-One classifier per layer (the backbone's pooler, shared, then a Linear per layer), trained jointly with the
-backbone on the layer-weighted loss. Departures from the paper: MiniLM has 6 layers, so patience runs
-1..L−1 (the paper's 12-layer grid is 3..8), and the budget is dynbench's shared one (the paper: 5 epochs).
+One classifier per layer (the backbone's pooling, shared, then a Linear per layer), trained jointly with the
+backbone on the layer-weighted loss. Departures from the paper: the classifiers read the backbone's pooled
+representation of their layer, not ``[CLS]`` through BERT's pooler: a mean-pooled checkpoint such as MiniLM has
+an untrained pooler and an early ``[CLS]`` that is one vector for every input, so a ``[CLS]`` classifier there
+could learn only the class prior (``model.pooling``); MiniLM has 6 layers, so patience runs 1..L−1 (the paper's
+12-layer grid is 3..8); the budget is dynbench's shared one (the paper: 5 epochs).
 """
 from __future__ import annotations
 
@@ -51,7 +54,7 @@ class PatienceRule(exits.ExitRule):
 
 @register_method("pabee", config=PabeeConfig)
 class Pabee(exits.ExitMethod):
-    version = 1
+    version = 2  # 2: the classifiers read the backbone's pooling and train at train.head_lr_scale
     knob = Knob("patience", at="infer")
 
     def __init__(self, cfg: PabeeConfig, task) -> None:

@@ -3,7 +3,9 @@
 Before layer 2 and before layer ⌊L/2⌋ + 1 (0-based indices 1 and ⌊L/2⌋: after layers 1 and 6 of BERT-base,
 1 and 3 of MiniLM, the reference's rule for any depth), a policy MLP (d → 32, GELU, → 1, sigmoid) gives every
 token present a keep probability π; unkept tokens leave the sequence for all later layers; ``[CLS]`` is
-always kept and the classifier reads it at the end. Inference is deterministic: keep iff π ≥ 0.5.
+always kept, and the classifier reads the backbone's pooling of the tokens still present at the end (the
+reference reads ``[CLS]``; dynbench pools as the checkpoint was trained, ``model.pooling``: for MiniLM the mean
+over the kept tokens). Inference is deterministic: keep iff π ≥ 0.5.
 
 Stages, as the reference code orders them:
 1. the plain fine-tune (cached, shared with ``full``);
@@ -177,8 +179,9 @@ def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
 @register_method("trbert", config=TrBertConfig)
 class TrBert(Method):
     # 2: the policies train at policy_lr_scale x the lr (at 1x they barely moved from keep-all); 3: the copies
-    # share the layers before the first selection point, and the policy stage samples 4 copies, not 8
-    version = 3
+    # share the layers before the first selection point, and the policy stage samples 4 copies, not 8; 4: the
+    # classifier reads the backbone's pooling of the kept tokens and trains at train.head_lr_scale
+    version = 4
     knob = Knob("alpha", at="train")
 
     def default_knobs(self, num_layers: int) -> list[Any]:

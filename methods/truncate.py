@@ -23,7 +23,7 @@ class TruncateConfig(MethodConfig):
 
 @register_method("truncate", config=TruncateConfig)
 class Truncate(Method):
-    version = 1
+    version = 2  # 2: the head reads the backbone's pooling and trains at train.head_lr_scale
     knob = Knob("layers", at="train")
 
     def default_knobs(self, num_layers: int) -> list[Any]:

@@ -31,10 +31,46 @@ def test_stepwise_forward_equals_library_forward(model) -> None:
         h = backbone.embed(ids)
         for i in range(backbone.num_layers):
             h = backbone.layer(i, h, mask)
-        pooled = backbone.pool(h)
+        pooled = backbone.pool(h, mask)
     real = mask.bool()
     torch.testing.assert_close(h[real], ref.last_hidden_state[real], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(pooled, ref.pooler_output, atol=1e-5, rtol=1e-5)
+
+
+def test_mean_pooling_averages_the_tokens_present_only() -> None:
+    backbone = Backbone(BertModel(BertConfig(**SMALL)), pooling="mean")
+    h = torch.randn(2, 4, 32)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    pooled = backbone.pool(h, mask)
+    torch.testing.assert_close(pooled[0], h[0, :3].mean(0))
+    torch.testing.assert_close(pooled[1], h[1, 0])
+    h[0, 3] = 1e6  # padding never leaks in
+    torch.testing.assert_close(backbone.pool(h, mask)[0], pooled[0])
+    soft = torch.tensor([[1.0, 0.5, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])  # key weights of training token gates
+    torch.testing.assert_close(backbone.pool(h, soft)[0], (h[0, 0] + 0.5 * h[0, 1]) / 1.5)
+
+
+def test_embedded_minilm_pools_what_early_layers_say_about_each_input() -> None:
+    """all-MiniLM-L6-v2 was trained with mean pooling: its [CLS] state after layers 1-5 is nearly the same
+    vector for every input, the mean over the tokens is not. Its config pools by the mean."""
+    cfg = make_config("model=minilm").model
+    assert cfg.pooling == "mean"
+    from dynbench.backbone import load_tokenizer
+
+    backbone, tokenizer = load_backbone(cfg).eval(), load_tokenizer(cfg)
+    texts = ["The cat sat on the mat.", "Stocks fell sharply on Monday after the report.",
+             "He has never been to Paris.", "A quick brown fox jumps over the lazy dog again and again."]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+
+    def min_cosine(x: torch.Tensor) -> float:
+        x = torch.nn.functional.normalize(x, dim=-1)
+        return float((x @ x.T).min())
+
+    with torch.no_grad():
+        h = backbone.embed(batch["input_ids"], batch["token_type_ids"])
+        h = backbone.layer(0, h, batch["attention_mask"])
+    assert min_cosine(h[:, 0]) > 0.99  # [CLS] after layer 1: one vector for all four inputs
+    assert min_cosine(backbone.pool(h, batch["attention_mask"])) < 0.9
 
 
 def test_truncate_keeps_first_k_layers() -> None:

@@ -1,39 +1,71 @@
-"""The report from records: Pareto fronts and the numbers read off them, operating points chosen on the
-calibration split and reported on dev, seeds, plots and the HTML page; bad records named."""
+"""The report from records: Pareto fronts and the numbers read off them, operating points chosen on one half
+of dev and read on the other, seeds, plots and the HTML page; bad records named."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dynbench import pareto
 from dynbench.errors import DynbenchError
-from dynbench.report import benchmark_table, load_records, main, operating_points, plot_curves, plot_exits, plot_tokens, points
+from dynbench.report import (benchmark_table, head_table, load_records, main, operating_points, plot_curves, plot_exits,
+                             plot_heads, plot_tokens, points)
 
 
-def _record(method: str, knob_value, score: float, calib: float, speedup: float) -> dict:
+def _record(method: str, knob_value, score: float, calib: float, speedup: float, folds=None, fold_speedups=None) -> dict:
     return {"method": method, "task": "mrpc", "model": "minilm", "seed": 1, "knob": None if method == "full" else "k",
             "knob_value": knob_value, "score": score, "calib_score": calib, "flops": 1e9 / speedup,
             "flops_full": 1e9, "speedup_flops": speedup, "calib_speedup_flops": speedup * 1.01, "speedup_latency_b1": speedup * 0.9,
             "speedup_throughput_eval": speedup * 0.8, "speedup_flops_b1_examples": speedup,
-            "speedup_flops_eval_examples": speedup, "budget_hash": "b1", "limited": False}
+            "speedup_flops_eval_examples": speedup, "budget_hash": "b1", "limited": False,
+            "fold_scores": folds or [score, score], "fold_score_se": [0.01, 0.01],
+            "fold_speedup_flops": fold_speedups or [speedup, speedup]}
 
 
-def test_operating_point_is_chosen_on_calibration_and_reported_on_dev(tmp_path) -> None:
-    records = [_record("full", None, 0.80, 0.90, 1.0),
-               _record("pabee", 1, 0.85, 0.85, 3.0),    # best dev, but calibration says < 99%: not eligible
-               _record("pabee", 2, 0.70, 0.895, 2.0),   # eligible on calibration (0.895 >= 0.891); poor on dev
-               _record("pabee", 3, 0.80, 0.90, 1.5)]
+def test_operating_point_is_chosen_on_one_dev_half_and_read_on_the_other(tmp_path) -> None:
+    records = [_record("full", None, 0.85, 0.90, 1.0, folds=[0.80, 0.90]),
+               _record("pabee", 1, 0.78, 0.99, 3.0, folds=[0.85, 0.70]),  # keeps 99% on half 0 only
+               _record("pabee", 2, 0.80, 0.99, 2.05, folds=[0.70, 0.895], fold_speedups=[2.0, 2.1]),  # half 1 only
+               _record("pabee", 3, 0.85, 0.90, 1.5, folds=[0.80, 0.90]),  # both halves, but slower
+               _record("deebert", 1, 0.68, 0.99, 2.0, folds=[0.85, 0.50])]  # nothing keeps 99% on half 1
     smoke = _record("pabee", 4, 0.9, 0.99, 9.0) | {"limited": True}  # a smoke run's record: ignored
     other_budget = _record("full", None, 0.5, 0.5, 1.0) | {"budget_hash": "b2"}  # a different training budget
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*records, smoke, other_budget]))
-    [point] = operating_points(load_records(tmp_path)).to_dict("records")
-    assert point["knob_value"] == 2 and point["score"] == 0.70 and point["speedup_flops"] == 2.0
-    assert point["score_vs_full"] == pytest.approx(0.875)
-    assert point["speedup_latency_b1_over_flops"] == pytest.approx(0.9)
+    ops = operating_points(load_records(tmp_path)).set_index("method")
+    pabee = ops.loc["pabee"]
+    # half 0 chooses k=1 (3x), read on half 1: 0.70 at 3x; half 1 chooses k=2 (2.1x), read on half 0: 0.70 at 2x
+    assert pabee.knob_value == "1 | 2" and pabee.score == pytest.approx(0.70) and pabee.speedup_flops == 2.5
+    assert pabee.score_vs_full == pytest.approx(0.70 / 0.85)
+    half = 1.96 * (2 * 0.01 ** 2) ** 0.5 / 2
+    assert (pabee.score_ci95_low, pabee.score_ci95_high) == (pytest.approx(0.70 - half), pytest.approx(0.70 + half))
+    assert pabee.speedup_latency_b1_over_flops == pytest.approx(0.9)
+    # half 1 has no DeeBERT point: a user would run the full model there (full's half-0 score, 1x)
+    deebert = ops.loc["deebert"]
+    assert deebert.knob_value == "1 | full" and deebert.score == pytest.approx((0.50 + 0.80) / 2)
+    assert deebert.speedup_flops == pytest.approx((2.0 + 1.0) / 2)
     [png] = plot_curves(load_records(tmp_path), tmp_path)
     assert png.name == "mrpc_score_vs_flops.png" and png.stat().st_size > 10_000
+
+
+def test_head_scores_per_layer_per_trained_model_beside_full_and_the_majority(tmp_path) -> None:
+    heads = {1: [0.6, 0.7, 0.8], 2: [0.62, 0.74, 0.8]}  # per seed; every knob point of one model repeats them
+    records = [_record("full", None, 0.80 + 0.02 * (seed - 1), 0.8, 1.0) | {"seed": seed} for seed in (1, 2)]
+    records += [_record("pabee", k, 0.7, 0.7, 3.0 / k) | {"seed": seed, "knob_at": "infer", "head_scores": heads[seed],
+                                                        "majority_score": 0.68} for seed in (1, 2) for k in (1, 2)]
+    records += [_record("dact", tau, 0.7, 0.7, 2.0) | {"knob_at": "train", "head_scores": [tau, 0.5, 0.6],
+                                                     "majority_score": 0.68} for tau in (0.1, 0.2)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    table = head_table(load_records(tmp_path))
+    [pabee] = table[table.method == "pabee"].itertuples()
+    assert pd.isna(pabee.trained_knob) and pabee.seeds == 2
+    assert [pabee.layer_1, pabee.layer_2, pabee.layer_3] == pytest.approx([0.61, 0.72, 0.8])
+    assert pabee.full == pytest.approx(0.81) and pabee.majority == pytest.approx(0.68)
+    dact = table[table.method == "dact"].set_index("trained_knob")  # one row per DACT model (tau trains)
+    assert dact.layer_1.to_dict() == {"0.1": pytest.approx(0.1), "0.2": pytest.approx(0.2)}
+    [png] = plot_heads(load_records(tmp_path), tmp_path)
+    assert png.name == "mrpc_heads.png" and png.stat().st_size > 10_000
 
 
 def test_pareto_front_interpolation_and_area_on_hand_made_points() -> None:
@@ -68,7 +100,7 @@ def test_benchmark_table_reads_fixed_speedups_off_the_seed_averaged_front(tmp_pa
     row = benchmark_table(frame).set_index("method").loc["pabee"]
     assert row["score@1.5x"] == pytest.approx(0.81 + (0.77 - 0.81) * (1.5 - 1.2) / 0.8)
     assert row["score@2x"] == pytest.approx(0.77) and row["score@3x"] == pytest.approx(0.61)
-    assert row["speedup@99%"] == pytest.approx(1.2)  # only k=3 keeps 99% on calibration, in both seeds
+    assert row["speedup@99%"] == pytest.approx(1.2)  # only k=3 keeps 99% on either dev half, in both seeds
     assert row["area"] == pytest.approx((0.61 * (0.5 - 1 / 3) + 0.77 * (1 / 1.2 - 0.5) + 0.81 * (1 - 1 / 1.2)) / 0.81)
 
 

@@ -157,3 +157,43 @@ def test_the_best_epoch_on_the_calibration_split_is_kept(setup) -> None:
     [r] = train(model, [dataclasses.replace(plain_finetune(2), predict=good_then_bad)])
     assert len(snapshots) == 2 and r.calib_score == 1.0
     assert _same(_weights(model), snapshots[0]) and not _same(snapshots[0], snapshots[1])
+    assert r.epoch_scores == [1.0, 0.0]  # every epoch's calibration score, the record's learning curve
+
+
+def test_parameters_the_checkpoint_did_not_train_get_the_head_lr(setup) -> None:
+    """One rule for every method: what a method adds beside the backbone trains at ``head_lr_scale`` x lr
+    (here the plain head, and DeeBERT's off-ramps); the backbone at lr."""
+    from dynbench.train import optimizer_and_schedule
+
+    cfg, build, _ = setup
+    for model in (build(), build("deebert")):
+        stage = Stage("all", {}, trainable=lambda m: list(m.parameters()), loss=lambda m, b: 0)
+        optimizer, _ = optimizer_and_schedule(model, list(model.parameters()), stage, cfg.train, total=10)
+        lr_of = {id(p): g["initial_lr"] for g in optimizer.param_groups for p in g["params"]}  # before warm-up
+        for name, p in model.named_parameters():
+            scale = 1.0 if name.startswith("backbone.") else cfg.train.head_lr_scale
+            assert lr_of[id(p)] == pytest.approx(cfg.train.lr * scale), name
+    assert cfg.train.head_lr_scale == 20.0
+
+
+def test_length_grouped_batches_cover_every_example_once_with_little_padding(setup) -> None:
+    """The HF Trainer's group_by_length sampler: an epoch is a permutation, batches hold similar lengths
+    (less padding than a plain shuffle), and the same seed and epoch give the same batches."""
+    from dynbench.train import epoch_loader
+
+    cfg, _, _ = setup
+    tokenizer = load_tokenizer(cfg.model)
+    data = load_task(cfg.task, tokenizer, 64, cfg.data_dir, cfg.cache_dir, 96, 8)
+    grouped, plain = (dataclasses.replace(cfg.train, batch_size=8, group_by_length=g) for g in (True, False))
+
+    def batches(train_cfg, epoch):
+        return [b["input_ids"] for b in epoch_loader(data, train_cfg, cfg.seed, epoch)]
+
+    def padding(bs):
+        return sum(int((b == tokenizer.pad_token_id).sum()) for b in bs)
+
+    first = batches(grouped, 0)
+    assert sum(len(b) for b in first) == len(data.train)
+    assert all(torch.equal(a, b) for a, b in zip(first, batches(grouped, 0)))
+    assert not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, batches(grouped, 1)))
+    assert padding(first) < 0.5 * padding(batches(plain, 0))
