@@ -55,6 +55,9 @@ class Stage:
     no_decay: Sequence[str] = ()  # parameter-name prefixes without weight decay (besides biases and norms)
     # called with the model as the earlier stages left it, before this stage trains (e.g. to copy a teacher)
     setup: Optional[Callable[[nn.Module], None]] = None
+    # called with the model right after every optimiser step, e.g. to clip parameters that must stay in a range
+    # (AdamW cannot bound them; the runner owns the loop, so this is the method's one way into it)
+    after_step: Optional[Callable[[nn.Module], None]] = None
     saves: Sequence[str] = field(default_factory=lambda: ("",))  # state-dict prefixes this stage determines
 
 

@@ -230,6 +230,8 @@ class _Run:
                     loss.backward()
                     nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
                     self.optimizer.step()
+                    if self.stage.after_step is not None:
+                        self.stage.after_step(self.model)
                     self.scheduler.step()
                     self.optimizer.zero_grad(set_to_none=True)
                     step += 1

@@ -2,7 +2,8 @@
 
 Before each of layers 2..L, the tokens present are ranked by the attention they received in the previous
 layer (``[CLS]`` first, as PoWER-BERT does), and the token at rank r meets that layer's gate ``g_l[r]``, one
-trainable value in [0, 1] per rank, initialised at 1 (training starts from the fine-tuned model). Loss:
+trainable value per rank, initialised at 1 (training starts from the fine-tuned model) and clipped to [0, 1]
+after every optimiser step, as PoWER-BERT clips its retention parameters. Loss:
 
     task loss + lambda · Σ_l l · mean_x(Σ_tokens g / n) + beta · Σ_l mean_x(Σ_tokens g (1 − g) / n)
 
@@ -87,17 +88,19 @@ class TokenGatesConfig(MethodConfig):
 
 class GatedClassifier(PlainClassifier):
     """The plain classifier (so the plain fine-tune loads, and calling it runs without gates) plus ``gates
-    [L − 1, ranks]``: row l − 2 gates the input of layer l."""
+    [L − 1, ranks]``: row l − 2 gates the input of layer l. The gates stay in [0, 1]: they start at 1 and
+    training clips them after every step (``clip_gates``), so the forward reads them as they are."""
 
     def __init__(self, backbone: Backbone, num_labels: int) -> None:
         super().__init__(backbone, num_labels)
         self.gates = nn.Parameter(torch.ones(backbone.num_layers - 1, backbone.config.max_position_embeddings))
 
-    def gate_values(self) -> torch.Tensor:
-        """The gates clamped to [0, 1], with the identity's gradient: past a bound a gate still feels the task,
-        which can pull it back, but the regularizers keep pushing a closed gate further out too, so how far it
-        drifts is bounded by the lr and the steps (module docstring), not by the clamp."""
-        return self.gates + (self.gates.clamp(0, 1) - self.gates).detach()
+
+def clip_gates(model: GatedClassifier) -> None:
+    """Clip the gates to [0, 1] in place (the gates stage's ``after_step``): a gate the regularizers push shut
+    stops at 0, where the task's pull can reopen it at once, instead of drifting further out."""
+    with torch.no_grad():
+        model.gates.clamp_(0, 1)
 
 
 @dataclass
@@ -129,7 +132,7 @@ def gated_forward(model: GatedClassifier, batch: Batch, hard: bool) -> GatedOutp
     them, run as the plain model does (no attention probabilities to keep). ``kept``/``bimodal`` are for the
     loss, filled while training only."""
     live = LiveBatch(model.backbone, batch)
-    gates, last = model.gate_values(), model.backbone.num_layers - 1
+    gates, last = model.gates, model.backbone.num_layers - 1
     closes_from = first_closed(gates) if hard else [0.0] * last  # training ranks every gated layer
     kept, bimodal = [], []
     while not live.done:
@@ -159,7 +162,9 @@ def gates_loss(model: GatedClassifier, batch: Batch, lam: float, beta: float) ->
 
 @register_method("token_gates", config=TokenGatesConfig)
 class TokenGates(Method):
-    version = 3  # 2: straight-through hard gates in training, binary key weights at inference; 3: gates at 400x the lr
+    # 2: straight-through hard gates in training, binary key weights at inference; 3: gates at 400x the lr;
+    # 4: gates clipped to [0, 1] after every step (before, a straight-through clamp let them drift past 0 and 1)
+    version = 4
     knob = Knob("lambda", at="train")
 
     def default_knobs(self, num_layers: int) -> list[Any]:
@@ -178,6 +183,7 @@ class TokenGates(Method):
             trainable=lambda m: list(m.parameters()),
             loss=lambda m, batch: gates_loss(m, batch, float(lam), cfg.beta),
             lr_scales={"gates": cfg.gate_lr_scale}, no_decay=("gates",),  # decay would pull every gate shut
+            after_step=clip_gates,
         )
         return [plain_finetune(model.backbone.num_layers), gates] if cfg.two_stage else [gates]
 

@@ -8,6 +8,7 @@ from typing import Callable
 import pytest
 import torch
 
+from dynbench import exits
 from dynbench.cli import load_config
 from dynbench.config import RootConfig
 
@@ -43,3 +44,20 @@ def random_batch(lengths: list[int], width: int | None = None) -> dict[str, torc
     mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
     ids = torch.randint(5, 100, mask.shape, generator=torch.Generator().manual_seed(1)) * mask
     return {"input_ids": ids, "attention_mask": mask, "labels": torch.zeros(len(lengths), dtype=torch.long)}
+
+
+@torch.no_grad()
+def spread_exit_heads(model: exits.MultiExitModel, batch: dict[str, torch.Tensor], num_labels: int) -> None:
+    """Centre and scale every classifier of ``model`` on ``batch`` (std 1.5), so that confidences and answers
+    vary across examples and layers (a random BERT's [CLS] barely depends on its input); DACT's halting units
+    start low, so that its bound lets examples go at different layers."""
+    zs, _ = exits.all_logits(model, batch)
+    for i, z in enumerate(zs):
+        step = model.head_at(i)[1]
+        head = (step.out if hasattr(step, "halt") else step).classifier  # DACT: answer module and halting unit
+        z = z[:, :num_labels]
+        scale = 1.5 / (z - head.bias).std(0).mean()
+        head.weight.mul_(scale)
+        head.bias.copy_(-((z - head.bias) * scale).mean(0))
+        if hasattr(step, "halt"):
+            step.halt.bias.fill_(-2.5)

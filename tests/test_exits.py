@@ -9,7 +9,7 @@ from dynbench.backbone import load_backbone, load_tokenizer
 from dynbench.data import load_task
 from dynbench.flops import CostModel, count_flops
 from dynbench.method import get_method, list_methods
-from tests.conftest import GLUE, make_config
+from tests.conftest import GLUE, make_config, spread_exit_heads
 
 EXIT_METHODS = [m for m in list_methods() if issubclass(get_method(m), exits.ExitMethod)]
 
@@ -19,26 +19,14 @@ def test_the_exit_family_is_registered() -> None:
 
 
 def _setup(name: str, tmp_path, layers: int = 4):
-    """A 4-layer random model whose classifiers are centred and scaled on the data, so that confidences and
-    answers vary across examples and layers (a random BERT's [CLS] barely depends on its input); DACT's
-    halting units start low, so that its bound lets examples go at different layers. Returns the grid that
-    ``sweep`` takes: the inference knob's."""
+    """A 4-layer random model whose classifiers are spread on the data (``spread_exit_heads``), so that
+    examples exit at different layers. Returns the grid that ``sweep`` takes: the inference knob's."""
     cfg = make_config(f"method={name}", "model=tiny", f"model.random.num_hidden_layers={layers}")
     method = get_method(name)(cfg.method, cfg.task)
     torch.manual_seed(0)
     model = method.build(load_backbone(cfg.model, 0), None).eval()
     data = load_task(cfg.task, load_tokenizer(cfg.model), 128, str(GLUE), str(tmp_path / "cache"), limit_eval=24)
-    with torch.no_grad():
-        zs, _ = exits.all_logits(model, next(iter(data.loader(data.dev["validation"], 24))))
-        for i, z in enumerate(zs):
-            step = model.head_at(i)[1]
-            head = (step.out if hasattr(step, "halt") else step).classifier  # DACT: answer module and halting unit
-            z = z[:, :cfg.task.num_labels]
-            scale = 1.5 / (z - head.bias).std(0).mean()
-            head.weight.mul_(scale)
-            head.bias.copy_(-((z - head.bias) * scale).mean(0))
-            if hasattr(step, "halt"):
-                step.halt.bias.fill_(-2.5)
+    spread_exit_heads(model, next(iter(data.loader(data.dev["validation"], 24))), cfg.task.num_labels)
     return method, model, data, method.infer_knob_values() if method.infer_knob else method.knob_values(layers)
 
 
@@ -106,7 +94,10 @@ def test_replay_with_a_never_exiting_rule_is_the_full_multi_exit_forward(tmp_pat
 
 
 @pytest.mark.parametrize("name", ["deebert", "fastbert"])
-def test_the_exit_heads_stage_leaves_backbone_and_final_head_unchanged(name: str, config) -> None:
+def test_the_exit_heads_stage_trains_the_exit_heads_only(name: str, config) -> None:
+    """Through the runner's training loop: the backbone and the final head (FastBERT's teacher) are bit for
+    bit what stage 1 left, the exit heads moved, and the backward reached exactly the exit heads' parameters
+    (the loop freezes the rest, so no gradient is even computed for it)."""
     from dynbench.loggers import Logger
     from dynbench.train import train_stages
 
@@ -117,8 +108,13 @@ def test_the_exit_heads_stage_leaves_backbone_and_final_head_unchanged(name: str
     stage1, stage2 = method.stages(model, None)
     train_stages(model, [stage1], data, cfg.train, {}, cfg.cache_dir, 1, Logger(), False, 8)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    train_stages(model, [stage1, stage2], data, cfg.train, {}, cfg.cache_dir, 1, Logger(), False, 8)
+    reached: set[str] = set()
+    hooks = [p.register_post_accumulate_grad_hook(lambda p, n=n: reached.add(n)) for n, p in model.named_parameters()]
+    [result] = train_stages(model, [stage1, stage2], data, cfg.train, {}, cfg.cache_dir, 1, Logger(), False, 8)[1:]
+    for hook in hooks:
+        hook.remove()
     after = model.state_dict()
+    assert not result.reused and result.steps > 0
     assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("exits."))
     assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("exits."))
-    assert all(p.grad is None for n, p in model.named_parameters() if not n.startswith("exits."))
+    assert reached == {n for n, _ in model.named_parameters() if n.startswith("exits.")}

@@ -1,17 +1,32 @@
-"""FastBERT (METHODS.md §4h): normalised entropy, the distillation loss, the frozen teacher, speed 0."""
+"""FastBERT (METHODS.md §4h): normalised entropy, the distillation loss, speed 0, the student's attention from
+``[CLS]`` and its cost. That stage 2 leaves backbone and teacher frozen is tested with the exit family
+(``test_exits.py``: the exit-heads stage)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
+from torch import nn
 
 from dynbench import exits
+from dynbench.backbone import load_backbone
 from dynbench.errors import DynbenchError
+from dynbench.flops import CostModel
+from dynbench.heads import FastBertStudent
 from dynbench.method import get_method
 from dynbench.runner import run
 from methods.fastbert import distillation_loss
-from tests.conftest import make_config
+from methods.full import final_output
+from tests.conftest import make_config, random_batch
+
+
+def _model() -> exits.MultiExitModel:
+    cfg = make_config("method=fastbert", "model=tiny")
+    torch.manual_seed(0)
+    return get_method("fastbert")(cfg.method, cfg.task).build(load_backbone(cfg.model, 0), None).eval()
 
 
 def test_uncertainty_and_the_speed_boundary() -> None:
@@ -41,16 +56,61 @@ def test_bad_speed_and_regression_are_refused() -> None:
         get_method("fastbert")(cfg.method, cfg.task)
 
 
-def test_distillation_freezes_backbone_and_teacher_and_speed_zero_is_the_teacher(config) -> None:
+def test_a_run_trains_both_stages_and_stage_two_saves_only_the_students(config) -> None:
     records = run(config("method=fastbert", "task=rte", "eval.timing=false", "method.knobs=[0.0,1.0]"))
     slow, fast = records
     assert [s["name"] for s in slow["stages"]] == ["plain_finetune", "self_distillation"]
     assert slow["layers_mean"] == 2 and fast["layers_mean"] == 1  # u < 1 always holds... unless p is uniform
-    from safetensors.torch import load_file
-    from pathlib import Path
-
     cache = Path(config().cache_dir) / "stages"
     s1 = load_file(str(cache / slow["stages"][0]["key"] / "model.safetensors"))
     s2 = load_file(str(cache / slow["stages"][1]["key"] / "model.safetensors"))
-    assert set(s2) == {k for k in s2 if k.startswith("exits.")}  # stage 2 saved (changed) only the students
-    assert all(k.startswith(("backbone.", "head.")) for k in s1)
+    assert s2 and all(k.startswith("exits.") for k in s2)
+    assert s1 and all(k.startswith(("backbone.", "head.")) for k in s1)
+
+
+def test_speed_zero_gives_the_teachers_answers_even_after_a_certain_student() -> None:
+    """A student whose distribution is one-hot in float32 has u = 0 exactly: ``u < speed`` keeps every example
+    to the teacher at speed 0 (``u <= speed`` would let it go at layer 1)."""
+    model = _model()
+    with torch.no_grad():
+        model.exits[0].classifier.weight.zero_()
+        model.exits[0].classifier.bias.copy_(torch.tensor([100.0, -100.0]))
+    batch = random_batch([9, 5, 2])
+    cfg = make_config("method=fastbert")
+    method = get_method("fastbert")(cfg.method, cfg.task)
+    with torch.no_grad():
+        zero, half = method.infer(model, batch, 0.0), method.infer(model, batch, 0.5)
+        teacher = final_output(model, batch)
+    assert half.trace.layers_run.tolist() == [1, 1, 1]  # the student is as certain as can be
+    assert zero.trace.layers_run.tolist() == [2, 2, 2]
+    assert torch.equal(zero.logits, teacher.logits)
+
+
+def _attention_from_every_position(student: FastBertStudent, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The reference's student: self-attention for every position (SDPA here), then the first position's."""
+    x = torch.tanh(student.down(h))
+    q, k, v = (f(x).unflatten(-1, (student.heads, -1)).transpose(1, 2) for f in (student.query, student.key, student.value))
+    ctx = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask.bool()[:, None, None, :])
+    x = student.out(ctx.transpose(1, 2).flatten(2))
+    return student.classifier(torch.tanh(student.dense(x[:, 0])))
+
+
+def test_the_student_attending_from_cls_only_gives_what_full_attention_gives() -> None:
+    student = _model().exits[0]
+    with torch.no_grad():
+        for p in student.parameters():
+            p.normal_(0, 0.3)  # weights far from BERT's 0.02 init: outputs of order 1 and peaked attention
+    h = torch.randn(3, 10, 32, generator=torch.Generator().manual_seed(0))
+    mask = random_batch([10, 6, 1])["attention_mask"]
+    with torch.no_grad():
+        torch.testing.assert_close(student(h, mask), _attention_from_every_position(student, h, mask))
+
+
+def test_the_students_cost_is_linear_in_the_tokens() -> None:
+    """Down-projection, keys and values on every token and one attention row: ``2nd·w + 4n·w² + 4n·w`` (d = 32
+    here, width w = 128), plus a constant; no n² term."""
+    cost = CostModel(_model())
+    for name in ("exits.0", "head"):
+        constant, linear, quadratic = cost.head(name).tolist()
+        assert quadratic == 0 and linear == 2 * 32 * 128 + 4 * 128 ** 2 + 4 * 128
+        assert constant == 3 * 2 * 128 ** 2 + 2 * 128 * 2  # query, output projection, dense; classifier (C = 2)

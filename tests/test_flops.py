@@ -8,7 +8,7 @@ import torch
 from dynbench.backbone import load_backbone
 from dynbench.flops import CostModel, count_flops
 from dynbench.method import get_method
-from tests.conftest import make_config
+from tests.conftest import make_config, random_batch, spread_exit_heads
 
 
 def _model(model: str, method: str = "full", knob=None):
@@ -62,3 +62,44 @@ def test_layer_cost_grows_quadratically() -> None:
     second_differences = (f[2] - f[1]) / 20 - (f[1] - f[0]) / 10
     assert second_differences > 0  # the n² term is there
     assert cost.layer_flops(0, 0) == 0.0
+
+
+def _varied(name: str):
+    """The method, a 4-layer model of it whose examples of lengths 3, 7 and 12 leave at different layers or
+    keep different counts of tokens, and the knob values its ``infer`` takes."""
+    cfg = make_config(f"method={name}", "model=tiny", "model.random.num_hidden_layers=4")
+    method = get_method(name)(cfg.method, cfg.task)
+    torch.manual_seed(0)
+    model = method.build(load_backbone(cfg.model, 0), None).eval()
+    if name == "token_gates":
+        with torch.no_grad():
+            for row, first_closed in enumerate((5, 3, 2)):
+                model.gates[row, first_closed:] = 0.0
+        return method, model, [None]
+    spread_exit_heads(model, random_batch([3, 7, 12]), cfg.task.num_labels)
+    return method, model, method.knob_values(4)
+
+
+def _alone(batch: dict[str, torch.Tensor], i: int, n: int) -> dict[str, torch.Tensor]:
+    """Row ``i`` of ``batch`` as a batch of its own, cut to its ``n`` tokens."""
+    return {k: v[i : i + 1, :n] if v.dim() == 2 else v[i : i + 1] for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("name", ["deebert", "fastbert", "token_gates"])  # FastBERT's students cost more with n
+def test_a_mixed_length_batch_charges_each_example_what_it_costs_alone(name: str) -> None:
+    """Lengths 3, 7 and 12 right-padded into one batch, one adaptive forward: each example's FLOPs are those of
+    its own forward at batch 1, for every knob value (padding is never charged; rows and tokens that leave
+    are charged to their own example only)."""
+    method, model, knobs = _varied(name)
+    lengths = [3, 7, 12]
+    batch, cost, traces = random_batch(lengths), CostModel(model), []
+    with torch.no_grad():
+        for knob in knobs:
+            out = method.infer(model, batch, knob)
+            alone = [cost.flops(method.infer(model, _alone(batch, i, n), knob).trace).item() for i, n in enumerate(lengths)]
+            assert cost.flops(out.trace).tolist() == alone, knob
+            traces.append(out.trace)
+    if name == "token_gates":
+        assert traces[0].layer_tokens.tolist() == [[3, 3, 3, 2], [7, 5, 3, 2], [12, 5, 3, 2]]
+    else:
+        assert any(len(set(t.exit_layer.tolist())) > 1 for t in traces)  # the examples left at different layers

@@ -7,12 +7,15 @@ import pytest
 import torch
 
 from dynbench import tokens
-from dynbench.backbone import load_backbone
+from dynbench.backbone import load_backbone, load_tokenizer
+from dynbench.data import load_task
 from dynbench.errors import DynbenchError
 from dynbench.flops import CostModel, count_flops
 from dynbench.live import LiveBatch
+from dynbench.loggers import Logger
 from dynbench.method import get_method
-from dynbench.runner import run
+from dynbench.runner import load_data, run, trained_model
+from dynbench.train import train_stages
 from methods.full import final_output
 from methods.token_gates import FLOOR, gated_forward, gates_loss, straight_through
 from tests.conftest import make_config, random_batch
@@ -100,14 +103,22 @@ def test_trace_flops_equal_the_counter_when_tokens_leave(monkeypatch) -> None:
         assert cost.flops(out.trace).item() == pytest.approx(counted, rel=0.01)
 
 
-def test_all_open_gates_are_the_plain_model_bit_for_bit() -> None:
+def test_a_ranking_that_closes_no_token_present_is_the_plain_model_bit_for_bit(monkeypatch) -> None:
+    """Gates closed from rank 8, which no row reaches (lengths 7, 5, 3) but the batch's width (10) does: the
+    layer before layer 2 keeps its attention, the tokens are ranked and gathered, and only the padding goes."""
     model = _model()
-    batch = random_batch([10, 6, 3], width=10)
+    with torch.no_grad():
+        model.gates[:, 8:] = 0.0
+    ranked = []
+    with_attention = model.backbone.layer_with_attention
+    monkeypatch.setattr(model.backbone, "layer_with_attention", lambda i, h, mask: ranked.append(i) or with_attention(i, h, mask))
+    batch = random_batch([7, 5, 3], width=10)
     with torch.no_grad(), model.backbone.eager_attention():
         gated = gated_forward(model, batch, hard=True)
         plain = final_output(model, batch)
-    assert torch.equal(gated.logits, plain.logits)
+    assert ranked == [0]  # then the sequence is 7 long, and a gate closed from rank 8 needs no ranking
     assert gated.trace.equal(plain.trace)
+    assert torch.equal(gated.logits, plain.logits)
 
 
 def test_all_open_gates_in_training_rank_every_layer_and_still_give_the_plain_model() -> None:
@@ -118,7 +129,7 @@ def test_all_open_gates_in_training_rank_every_layer_and_still_give_the_plain_mo
         with torch.no_grad():
             plain = final_output(model, batch)
     assert len(gated.kept) == 2 and all(torch.equal(k, torch.ones(3)) for k in gated.kept)  # both gated layers ranked
-    torch.testing.assert_close(gated.logits, plain.logits, rtol=0, atol=1e-6)  # key weights of 1 add log 1 = 0
+    assert torch.equal(gated.logits, plain.logits)  # key weights of 1 add log 1 = 0
 
 
 def test_bimodal_and_cost_terms_on_hand_made_gates() -> None:
@@ -163,12 +174,35 @@ def test_bad_knobs_fail_at_config_time() -> None:
         make_config("method=token_gates", "method.beta=-0.1")
 
 
-def test_a_run_trains_both_stages_and_records_tokens(config) -> None:
-    records = run(config("method=token_gates", "task=rte", "eval.timing=false", "method.knobs=[0.0,1.0]"))
+def test_a_run_trains_both_stages_and_records_the_tokens_its_gates_keep(config) -> None:
+    """On the 2-layer model, an example of n tokens runs layer 1 on n and layer 2 on [CLS] plus the tokens of
+    ranks 1..n − 1 whose gates are open, whatever the ranking: the record's tokens_mean is the dev mean of
+    that count's average with n. A gate lr of 1 per step lets lambda = 1 close gates within the smoke steps."""
+    cfg = config("method=token_gates", "task=rte", "eval.timing=false", "method.knobs=[0.0,1.0]",
+                 "method.gate_lr_scale=20000")
+    records = run(cfg)
     assert [r["knob_value"] for r in records] == [0.0, 1.0]
     assert [s["name"] for s in records[0]["stages"]] == ["plain_finetune", "token_gates"]
     assert records[1]["stages"][0]["reused"]
-    assert all(r["tokens_mean"] > 0 for r in records)
+    data = load_data(cfg)
+    lengths = torch.tensor([sum(x["attention_mask"]) for x in data.dev["validation"]])
+    for record in records:
+        _, model = trained_model(cfg, data, record["knob_value"])
+        kept = torch.tensor([1 + int((model.gates[0, 1:n] >= 0.5).sum()) for n in lengths])
+        assert record["tokens_mean"] == pytest.approx(((lengths + kept) / 2).double().mean().item(), rel=1e-12)
+    assert 1 < records[1]["tokens_mean"] < lengths.double().mean().item()  # lambda = 1 removed tokens
+
+
+def test_training_clips_the_gates_to_0_1(config) -> None:
+    """Gates at a lr of 1 per step, lambda = 1 pushing them shut (or the task pushing them open): through the
+    runner's training loop they end in [0, 1], the pushed ones at a bound, where AdamW alone takes them past."""
+    cfg = config("method=token_gates", "task=rte", "method.gate_lr_scale=20000", "method.two_stage=false")
+    method = get_method("token_gates")(cfg.method, cfg.task)
+    model = method.build(load_backbone(cfg.model, 0), 1.0)
+    data = load_task(cfg.task, load_tokenizer(cfg.model), 64, cfg.data_dir, cfg.cache_dir, 16, 8)
+    train_stages(model, method.stages(model, 1.0), data, cfg.train, {}, cfg.cache_dir, 1, Logger(), False, 8)
+    assert 0 <= model.gates.min().item() and model.gates.max().item() <= 1
+    assert (model.gates == 0).any()
 
 
 def test_binary_gates_train_the_model_that_runs_and_closed_gates_still_learn() -> None:

@@ -10,7 +10,7 @@ from dynbench.backbone import load_backbone
 from dynbench.errors import DynbenchError
 from dynbench.flops import CostModel, count_flops
 from dynbench.method import get_method
-from dynbench.runner import run
+from dynbench.runner import load_data, run, trained_model
 from methods.full import final_output
 from methods.trbert import Decision, action_nll, policy_loss, reinforce_loss, selection_forward, selection_layers
 from tests.conftest import make_config, random_batch
@@ -162,7 +162,22 @@ def test_bad_knobs_fail_at_config_time() -> None:
         make_config("method=trbert", "method.temperature=0")
 
 
-def test_a_run_trains_three_stages_and_records(config) -> None:
-    records = run(config("method=trbert", "task=rte", "eval.timing=false", "method.knobs=[1.0]"))
-    assert [s["name"] for s in records[0]["stages"]] == ["plain_finetune", "trbert_policy", "trbert_joint"]
-    assert records[0]["tokens_mean"] > 0
+def test_a_run_trains_three_stages_and_records_the_tokens_its_policy_keeps(config) -> None:
+    """On the 2-layer model the policy decides once, before layer 2, from each token's state after layer 1: an
+    example of n tokens runs layer 2 on [CLS] and its other tokens with π ≥ 0.5, so the record's tokens_mean
+    is the dev mean of (n + that count) / 2, computed here one example at a time. At 3000× the lr the smoke
+    steps teach alpha = 1 to drop most tokens."""
+    cfg = config("method=trbert", "task=rte", "eval.timing=false", "method.knobs=[1.0]", "method.policy_lr_scale=3000")
+    [record] = run(cfg)
+    assert [s["name"] for s in record["stages"]] == ["plain_finetune", "trbert_policy", "trbert_joint"]
+    data = load_data(cfg)
+    _, model = trained_model(cfg, data, 1.0)
+    backbone, means = model.backbone, []
+    with torch.no_grad():
+        for example in data.dev["validation"]:
+            ids, types = torch.tensor([example["input_ids"]]), torch.tensor([example["token_type_ids"]])
+            h = backbone.layer(0, backbone.embed(ids, types), torch.ones_like(ids))
+            kept = 1 + int((model.policies[0](h, torch.ones_like(ids))[0, 1:] >= 0.5).sum())
+            means.append((ids.shape[1] + kept) / 2)
+    assert record["tokens_mean"] == pytest.approx(sum(means) / len(means), rel=1e-12)
+    assert 1 < record["tokens_per_layer"][1] < record["tokens_per_layer"][0]  # some tokens left, not all
