@@ -163,7 +163,8 @@ def gates_loss(model: GatedClassifier, batch: Batch, lam: float, beta: float) ->
 @register_method("token_gates", config=TokenGatesConfig)
 class TokenGates(Method):
     # 2: straight-through hard gates in training, binary key weights at inference; 3: gates at 400x the lr;
-    # 4: gates clipped to [0, 1] after every step (before, a straight-through clamp let them drift past 0 and 1)
+    # 4: gates clipped to [0, 1] after every step (before, a straight-through clamp let them drift past 0 and 1);
+    # the head pools the tokens kept as the backbone was trained (model.pooling), at train.head_lr_scale
     version = 4
     knob = Knob("lambda", at="train")
 
