@@ -1,7 +1,8 @@
 """A GLUE task card → tokenised train, calibration and dev splits, from a local GLUE copy or the hub.
 
 The calibration split is carved from train before fine-tuning (METHODS.md §0.4) with a seed fixed for
-every method, so operating points are chosen without looking at dev. Tokenised splits are cached on disk.
+every method, so operating points are chosen without looking at dev. Tokenised splits are cached on disk, by
+one process at a time (a lock per cache entry).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from dynbench.config import TaskConfig
 from dynbench.errors import DynbenchError
+from dynbench.locks import exclusive
 
 log = logging.getLogger(__name__)
 datasets.disable_progress_bars()
@@ -152,26 +154,28 @@ def load_task(
     )
     cache = Path(cache_dir) / "data" / hashlib.sha256(key_src.encode()).hexdigest()[:16]
     splits = None
-    if (cache / "done").exists():
-        try:
-            splits = datasets.load_from_disk(str(cache))
-        except Exception as err:  # a damaged cache is rebuilt, never trusted
-            log.warning("tokenised cache %s is unreadable (%s); rebuilding it", cache, err)
-            shutil.rmtree(cache)
-    if splits is None:
-        rest, calib = _split_calibration(train, task)
-        raw = datasets.DatasetDict(
-            {"train": datasets.Dataset.from_dict(rest), "calib": datasets.Dataset.from_dict(calib)}
-            | {f"dev_{k}": datasets.Dataset.from_dict(v) for k, v in devs.items()}
-        )
+    with exclusive(cache, f"another process is tokenising {task.name}"):  # one tokenises, the others then load
+        if (cache / "done").exists():
+            try:
+                splits = datasets.load_from_disk(str(cache))
+            except Exception as err:  # a damaged cache is rebuilt, never trusted
+                log.warning("tokenised cache %s is unreadable (%s); rebuilding it", cache, err)
+        if splits is None:
+            log.info("tokenising %s into %s", task.name, cache)
+            shutil.rmtree(cache, ignore_errors=True)  # a damaged cache, or what a killed process left half-written
+            rest, calib = _split_calibration(train, task)
+            raw = datasets.DatasetDict(
+                {"train": datasets.Dataset.from_dict(rest), "calib": datasets.Dataset.from_dict(calib)}
+                | {f"dev_{k}": datasets.Dataset.from_dict(v) for k, v in devs.items()}
+            )
 
-        def tokenize(b: dict) -> dict:
-            return tokenizer(b["text_a"], b.get("text_b"), truncation=True, max_length=max_length)
+            def tokenize(b: dict) -> dict:
+                return tokenizer(b["text_a"], b.get("text_b"), truncation=True, max_length=max_length)
 
-        text_cols = [c for c in ("text_a", "text_b") if c in raw["train"].column_names]
-        splits = raw.map(tokenize, batched=True, remove_columns=text_cols)
-        splits.save_to_disk(str(cache))
-        (cache / "done").touch()
+            text_cols = [c for c in ("text_a", "text_b") if c in raw["train"].column_names]
+            splits = raw.map(tokenize, batched=True, remove_columns=text_cols)
+            splits.save_to_disk(str(cache))
+            (cache / "done").touch()  # last: a folder without it is never loaded
     cut = lambda ds, n: ds.select(range(min(n, len(ds)))) if n else ds  # noqa: E731
     train = splits["train"]
     if train_subset:
