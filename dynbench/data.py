@@ -6,6 +6,7 @@ one process at a time (a lock per cache entry).
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
@@ -14,7 +15,7 @@ import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import datasets
 import numpy as np
@@ -68,28 +69,40 @@ def _label(raw: str, task: TaskConfig, where: str) -> float | int:
     return task.label_values.index(raw)
 
 
+def _lines(path: Path, encoding: str) -> Iterator[str]:
+    """The file's lines, split as ``open(newline="")`` splits them and decoded as it decodes them, but one by one,
+    so that bytes that do not decode are reported with their line."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    decoder = codecs.getincrementaldecoder(encoding)()
+    for number, line in enumerate(lines, 1):
+        try:
+            yield decoder.decode(line, final=number == len(lines))
+        except UnicodeDecodeError as err:
+            raise DynbenchError(f"{path}:{number}: {err.object[err.start:err.end]!r} is not {encoding} text; is this "
+                                "the original GLUE TSV?") from None
+
+
 def read_tsv(path: Path, task: TaskConfig) -> Rows:
     """Read one file of the original GLUE release (quirks: header-less CoLA, MRPC's BOM, unquoted text)."""
     src = task.tsv
     if not path.is_file():
         raise DynbenchError(f"{path} is missing: the GLUE folder has no {src.dir}/{path.name}; fetch it, or unset data_dir to use the hub")
     rows: Rows = {"text_a": [], "text_b": [], "label": []}
-    with open(path, encoding=src.encoding, newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = src.columns or next(reader, None)
-        if not header:
-            raise DynbenchError(f"{path} is empty")
-        missing = [c for c in [*src.text, src.label] if c not in header]
-        if missing:
-            raise DynbenchError(f"{path}:1: no column {missing} in header {header}; is this the original GLUE TSV?")
-        index = {c: header.index(c) for c in [*src.text, src.label]}
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            if len(row) != len(header):
-                raise DynbenchError(f"{where}: expected {len(header)} tab-separated columns, found {len(row)}")
-            rows["text_a"].append(row[index[src.text[0]]])
-            rows["text_b"].append(row[index[src.text[1]]] if len(src.text) > 1 else None)
-            rows["label"].append(_label(row[index[src.label]], task, where))
+    reader = csv.reader(_lines(path, src.encoding), delimiter="\t", quoting=csv.QUOTE_NONE)
+    header = src.columns or next(reader, None)
+    if not header:
+        raise DynbenchError(f"{path} is empty")
+    missing = [c for c in [*src.text, src.label] if c not in header]
+    if missing:
+        raise DynbenchError(f"{path}:1: no column {missing} in header {header}; is this the original GLUE TSV?")
+    index = {c: header.index(c) for c in [*src.text, src.label]}
+    for row in reader:
+        where = f"{path}:{reader.line_num}"
+        if len(row) != len(header):
+            raise DynbenchError(f"{where}: expected {len(header)} tab-separated columns, found {len(row)}")
+        rows["text_a"].append(row[index[src.text[0]]])
+        rows["text_b"].append(row[index[src.text[1]]] if len(src.text) > 1 else None)
+        rows["label"].append(_label(row[index[src.label]], task, where))
     if not rows["label"]:
         raise DynbenchError(f"{path} has a header but no rows")
     if len(src.text) == 1:

@@ -43,6 +43,15 @@ def test_malformed_row_names_file_and_line(tmp_path) -> None:
         read_tsv(path, _task("rte"))
 
 
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path) -> None:
+    path = tmp_path / "RTE" / "dev.tsv"
+    path.parent.mkdir()
+    path.write_bytes(b"index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tcaf\xe9\tb\tentailment\n")  # Latin-1
+    with pytest.raises(DynbenchError, match=r"dev.tsv:3: b'\\xe9' is not utf-8-sig text") as err:
+        read_tsv(path, _task("rte"))
+    assert "\n" not in str(err.value)
+
+
 def test_label_outside_the_label_set(tmp_path) -> None:
     path = write_tsv(tmp_path / "RTE" / "dev.tsv", ["index", "sentence1", "sentence2", "label"],
                      [["0", "a", "b", "maybe"]])
