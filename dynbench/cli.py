@@ -10,10 +10,11 @@ from typing import Any, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from dynbench.config import RootConfig
 from dynbench.errors import DynbenchError
@@ -107,10 +108,28 @@ def main(cfg: DictConfig) -> None:
         (output_dir / FAILED).write_text(f"{type(err).__name__}: {err}")
 
 
+def composition_error(err: HydraException) -> str:
+    """Hydra's error in one line; a key the config lacks comes with the nearest one it has."""
+    cause = err.__cause__
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and isinstance(cause.parent_node, DictConfig):
+        parent, _, key = cause.full_key.rpartition(".")
+        near = difflib.get_close_matches(key, [str(k) for k in cause.parent_node.keys()], n=1)
+        hint = f" (did you mean {parent + '.' if parent else ''}{near[0]}?)" if near else ""
+        return f"bad config: no key {cause.full_key!r}{hint}"
+    detail = f": {str(cause).splitlines()[0]}" if isinstance(cause, OmegaConfBaseException) else ""
+    return f"bad config: {str(err).splitlines()[0]}{detail}"
+
+
 def entry() -> None:
-    """``python -m dynbench``: check group choices, then hand over to Hydra."""
+    """``python -m dynbench``: check group choices, then hand over to Hydra; its errors come back in one line."""
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"  # the user asked for Hydra's stack traces
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises what it would print over several lines
     try:
         check_choices(sys.argv[1:])
+        main()
     except DynbenchError as err:
         sys.exit(f"error: {err}")
-    main()
+    except HydraException as err:
+        if full_error:
+            raise
+        sys.exit(f"error: {composition_error(err)}")

@@ -1,10 +1,12 @@
 """A GLUE task card → tokenised train, calibration and dev splits, from a local GLUE copy or the hub.
 
 The calibration split is carved from train before fine-tuning (METHODS.md §0.4) with a seed fixed for
-every method, so operating points are chosen without looking at dev. Tokenised splits are cached on disk.
+every method, so operating points are chosen without looking at dev. Tokenised splits are cached on disk, by
+one process at a time (a lock per cache entry).
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
@@ -13,7 +15,7 @@ import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import datasets
 import numpy as np
@@ -24,6 +26,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from dynbench.config import TaskConfig
 from dynbench.errors import DynbenchError
+from dynbench.locks import exclusive
 
 log = logging.getLogger(__name__)
 datasets.disable_progress_bars()
@@ -75,28 +78,40 @@ def _label(raw: str, task: TaskConfig, where: str) -> float | int:
     return task.label_values.index(raw)
 
 
+def _lines(path: Path, encoding: str) -> Iterator[str]:
+    """The file's lines, split as ``open(newline="")`` splits them and decoded as it decodes them, but one by one,
+    so that bytes that do not decode are reported with their line."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    decoder = codecs.getincrementaldecoder(encoding)()
+    for number, line in enumerate(lines, 1):
+        try:
+            yield decoder.decode(line, final=number == len(lines))
+        except UnicodeDecodeError as err:
+            raise DynbenchError(f"{path}:{number}: {err.object[err.start:err.end]!r} is not {encoding} text; is this "
+                                "the original GLUE TSV?") from None
+
+
 def read_tsv(path: Path, task: TaskConfig) -> Rows:
     """Read one file of the original GLUE release (quirks: header-less CoLA, MRPC's BOM, unquoted text)."""
     src = task.tsv
     if not path.is_file():
         raise DynbenchError(f"{path} is missing: the GLUE folder has no {src.dir}/{path.name}; fetch it, or unset data_dir to use the hub")
     rows: Rows = {"text_a": [], "text_b": [], "label": []}
-    with open(path, encoding=src.encoding, newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = src.columns or next(reader, None)
-        if not header:
-            raise DynbenchError(f"{path} is empty")
-        missing = [c for c in [*src.text, src.label] if c not in header]
-        if missing:
-            raise DynbenchError(f"{path}:1: no column {missing} in header {header}; is this the original GLUE TSV?")
-        index = {c: header.index(c) for c in [*src.text, src.label]}
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            if len(row) != len(header):
-                raise DynbenchError(f"{where}: expected {len(header)} tab-separated columns, found {len(row)}")
-            rows["text_a"].append(row[index[src.text[0]]])
-            rows["text_b"].append(row[index[src.text[1]]] if len(src.text) > 1 else None)
-            rows["label"].append(_label(row[index[src.label]], task, where))
+    reader = csv.reader(_lines(path, src.encoding), delimiter="\t", quoting=csv.QUOTE_NONE)
+    header = src.columns or next(reader, None)
+    if not header:
+        raise DynbenchError(f"{path} is empty")
+    missing = [c for c in [*src.text, src.label] if c not in header]
+    if missing:
+        raise DynbenchError(f"{path}:1: no column {missing} in header {header}; is this the original GLUE TSV?")
+    index = {c: header.index(c) for c in [*src.text, src.label]}
+    for row in reader:
+        where = f"{path}:{reader.line_num}"
+        if len(row) != len(header):
+            raise DynbenchError(f"{where}: expected {len(header)} tab-separated columns, found {len(row)}")
+        rows["text_a"].append(row[index[src.text[0]]])
+        rows["text_b"].append(row[index[src.text[1]]] if len(src.text) > 1 else None)
+        rows["label"].append(_label(row[index[src.label]], task, where))
     if not rows["label"]:
         raise DynbenchError(f"{path} has a header but no rows")
     if len(src.text) == 1:
@@ -161,26 +176,28 @@ def load_task(
     )
     cache = Path(cache_dir) / "data" / hashlib.sha256(key_src.encode()).hexdigest()[:16]
     splits = None
-    if (cache / "done").exists():
-        try:
-            splits = datasets.load_from_disk(str(cache))
-        except Exception as err:  # a damaged cache is rebuilt, never trusted
-            log.warning("tokenised cache %s is unreadable (%s); rebuilding it", cache, err)
-            shutil.rmtree(cache)
-    if splits is None:
-        rest, calib = _split_calibration(train, task)
-        raw = datasets.DatasetDict(
-            {"train": datasets.Dataset.from_dict(rest), "calib": datasets.Dataset.from_dict(calib)}
-            | {f"dev_{k}": datasets.Dataset.from_dict(v) for k, v in devs.items()}
-        )
+    with exclusive(cache, f"another process is tokenising {task.name}"):  # one tokenises, the others then load
+        if (cache / "done").exists():
+            try:
+                splits = datasets.load_from_disk(str(cache))
+            except Exception as err:  # a damaged cache is rebuilt, never trusted
+                log.warning("tokenised cache %s is unreadable (%s); rebuilding it", cache, err)
+        if splits is None:
+            log.info("tokenising %s into %s", task.name, cache)
+            shutil.rmtree(cache, ignore_errors=True)  # a damaged cache, or what a killed process left half-written
+            rest, calib = _split_calibration(train, task)
+            raw = datasets.DatasetDict(
+                {"train": datasets.Dataset.from_dict(rest), "calib": datasets.Dataset.from_dict(calib)}
+                | {f"dev_{k}": datasets.Dataset.from_dict(v) for k, v in devs.items()}
+            )
 
-        def tokenize(b: dict) -> dict:
-            return tokenizer(b["text_a"], b.get("text_b"), truncation=True, max_length=max_length)
+            def tokenize(b: dict) -> dict:
+                return tokenizer(b["text_a"], b.get("text_b"), truncation=True, max_length=max_length)
 
-        text_cols = [c for c in ("text_a", "text_b") if c in raw["train"].column_names]
-        splits = raw.map(tokenize, batched=True, remove_columns=text_cols)
-        splits.save_to_disk(str(cache))
-        (cache / "done").touch()
+            text_cols = [c for c in ("text_a", "text_b") if c in raw["train"].column_names]
+            splits = raw.map(tokenize, batched=True, remove_columns=text_cols)
+            splits.save_to_disk(str(cache))
+            (cache / "done").touch()  # last: a folder without it is never loaded
     cut = lambda ds, n: ds.select(range(min(n, len(ds)))) if n else ds  # noqa: E731
     train = splits["train"]
     if train_subset:

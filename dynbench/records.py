@@ -1,4 +1,5 @@
-"""Records: one flat dict per (run, knob value), kept in one JSON-lines file per run, written atomically.
+"""Records: one flat dict per (run, knob value), kept in one JSON-lines file per run, written atomically under
+a lock, so that any number of processes can add to one file.
 
 Field names listed in the README's contract are read by the report, the tests and outside tools: extend
 them, never rename them.
@@ -12,7 +13,9 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+from dynbench.locks import exclusive
 
 
 def stable_hash(obj: Any) -> str:
@@ -66,29 +69,41 @@ def _clean(value: Any) -> Any:
 
 
 class RecordFile:
-    """The records of one run, one per knob point. ``add`` rewrites the file atomically, so a crash loses nothing finished."""
+    """The records of one run, one per knob point, in a file that any number of processes add to at once:
+    ``add`` merges into the file as it is on disk, under the file's lock, and replaces it atomically, so the
+    file ends with every process's points and is never seen half-written, and a crash loses nothing finished."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.records: list[dict[str, Any]] = (
-            [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-        )
+        self._version: Optional[int] = None  # once set, records of other method versions are left out of reads
+        self.records = self._read()
+
+    def _read(self) -> list[dict[str, Any]]:
+        lines = self.path.read_text().splitlines() if self.path.exists() else []
+        return self._kept([json.loads(line) for line in lines if line.strip()])
+
+    def _kept(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in records if self._version is None or r.get("method_version") == self._version]
 
     @staticmethod
     def _key(record: dict[str, Any]) -> tuple[Any, Any]:
         return record["knob_value"], record.get("infer_knob_value")
 
     def forget_other_versions(self, version: int) -> int:
-        """Drop the records another version of the method wrote (their points are evaluated again, and the
-        file loses them at the next ``add``); returns how many there were."""
+        """Drop the records another version of the method wrote, now and from every later read (their points
+        are evaluated again, and the file loses them at the next ``add``); returns how many there were."""
         before = len(self.records)
-        self.records = [r for r in self.records if r.get("method_version") == version]
+        self._version = version
+        self.records = self._kept(self.records)
         return before - len(self.records)
 
     def has(self, knob_value: Any, infer_knob_value: Any = None) -> bool:
-        """Whether the point (``knob_value``, and the second knob's value if the method has one) is recorded."""
+        """Whether the point (``knob_value``, and the second knob's value if the method has one) is recorded, as
+        of the last read (opening the file, or the last ``add``)."""
         return any(self._key(r) == (knob_value, infer_knob_value) for r in self.records)
 
     def add(self, record: dict[str, Any]) -> None:
-        self.records = [r for r in self.records if self._key(r) != self._key(record)] + [_clean(record)]
-        atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))
+        """Add ``record`` to the records on disk now (other processes' among them), replacing any of its point."""
+        with exclusive(self.path, "another process is adding a record"):
+            self.records = [r for r in self._read() if self._key(r) != self._key(record)] + [_clean(record)]
+            atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))

@@ -2,7 +2,8 @@
 
 A stage's checkpoint key is made of what determines it (model, task, seed, training config, and the
 signatures of the stages up to it), never the method's name, so methods sharing a stage share its
-checkpoint. A killed stage resumes from its last finished epoch; a corrupt checkpoint is retrained.
+checkpoint. One process at a time trains a stage (a lock per checkpoint), so processes sharing a cache train
+it once. A killed stage resumes from its last finished epoch; a corrupt checkpoint is retrained.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from dynbench.config import TrainConfig
 from dynbench.data import TaskData
 from dynbench.device import device_of, to_device
 from dynbench.errors import DynbenchError
+from dynbench.locks import exclusive
 from dynbench.loggers import Logger
 from dynbench.method import Stage
 from dynbench.records import atomic_write_text, stable_hash
@@ -267,29 +269,33 @@ def train_stages(model: nn.Module, stages: list[Stage], data: TaskData, cfg: Tra
     for i, stage in enumerate(stages):
         key = stable_hash({**key_base, "format": CHECKPOINT_FORMAT, "stages": [s.signature for s in stages[: i + 1]]})
         folder = Path(cache_dir) / "stages" / key
-        meta = _load_checkpoint(model, folder)
-        if meta is not None:
-            log.info("stage %s: reusing %s", stage.name, folder)
-            results.append(StageResult(stage.name, key, meta["seconds"], meta["steps"], True, meta["calib_score"],
-                                       meta.get("peak_rss_mb"), meta.get("epoch_scores")))
-            continue
-        folder.mkdir(parents=True, exist_ok=True)
-        if stage.setup is not None:
-            stage.setup(model)  # before any resume point loads: the model is what the earlier stages made
-        make = lambda: _Run(model, stage, data, cfg, folder, seed * 100 + i, logger, progress, eval_batch_size)  # noqa: E731
-        initial = _saved_state(model, stage)
-        try:
-            steps, seconds, best, scores = make().run()
-        except _Restart:
-            model.load_state_dict(initial, strict=False)  # undo what the broken resume point loaded
-            steps, seconds, best, scores = make().run()
-        save_file(_saved_state(model, stage), str(folder / "model.tmp"))
-        (folder / "model.tmp").replace(folder / "model.safetensors")
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        meta = {"stage": stage.name, "signature": stage.signature, "steps": steps, "seconds": seconds,
-                "calib_score": best, "peak_rss_mb": peak, "epoch_scores": scores,
-                "sha256": _file_sha(folder / "model.safetensors")}
-        atomic_write_text(folder / "meta.json", json.dumps(meta, indent=1))
-        shutil.rmtree(folder / "partial", ignore_errors=True)
-        results.append(StageResult(stage.name, key, seconds, steps, False, best, peak, scores or None))
+        # one process trains a stage, the others wait and load it; a killed trainer's lock goes with it, and
+        # whoever takes the lock next resumes its last finished epoch
+        with exclusive(folder, f"another process is training (or loading) stage {stage.name}"):
+            meta = _load_checkpoint(model, folder)
+            reused = meta is not None
+            if reused:
+                log.info("stage %s: reusing %s", stage.name, folder)
+            else:
+                folder.mkdir(parents=True, exist_ok=True)
+                if stage.setup is not None:
+                    stage.setup(model)  # before any resume point loads: the model is what the earlier stages made
+                make = lambda: _Run(model, stage, data, cfg, folder, seed * 100 + i, logger, progress,  # noqa: E731
+                                    eval_batch_size)
+                initial = _saved_state(model, stage)
+                try:
+                    steps, seconds, best, scores = make().run()
+                except _Restart:
+                    model.load_state_dict(initial, strict=False)  # undo what the broken resume point loaded
+                    steps, seconds, best, scores = make().run()
+                save_file(_saved_state(model, stage), str(folder / "model.tmp"))
+                (folder / "model.tmp").replace(folder / "model.safetensors")
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                meta = {"stage": stage.name, "signature": stage.signature, "steps": steps, "seconds": seconds,
+                        "calib_score": best, "peak_rss_mb": peak, "epoch_scores": scores or None,
+                        "sha256": _file_sha(folder / "model.safetensors")}
+                atomic_write_text(folder / "meta.json", json.dumps(meta, indent=1))
+                shutil.rmtree(folder / "partial", ignore_errors=True)
+        results.append(StageResult(stage.name, key, meta["seconds"], meta["steps"], reused, meta["calib_score"],
+                                   meta.get("peak_rss_mb"), meta.get("epoch_scores")))
     return results

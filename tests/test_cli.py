@@ -16,7 +16,8 @@ SMOKE = ["model=tiny", "train=smoke", "progress=false", "eval.repeats=1", "eval.
 
 
 def dynbench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GLUE_DIR": str(GLUE), "DYNBENCH_CACHE": str(tmp_path / "cache")}
+    # PYTHONPATH: the checkout under test, whichever dynbench the environment has installed
+    env = {**os.environ, "GLUE_DIR": str(GLUE), "DYNBENCH_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "dynbench", *args, f"hydra.run.dir={tmp_path}/run",
                            f"hydra.sweep.dir={tmp_path}/sweep", f"results_dir={tmp_path}/results"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -49,6 +50,7 @@ def test_multirun_keeps_going_past_a_failing_job(tmp_path) -> None:
     (["model=bert"], "unknown model 'bert'"),
     (["method=truncate", "method.knobs=[0,2]"], "error: bad config: method.knobs: layer counts k must be integers >= 1"),
     (["train.lr=-1"], "error: bad config: train: epochs, batch_size and lr must be positive"),
+    (["train.epoch=3"], "error: bad config: no key 'train.epoch' (did you mean train.epochs?)"),
     (["data_dir=/nowhere"], "error: data_dir=/nowhere has no folder MRPC/"),
 ])
 def test_bad_input_gives_one_clear_line(tmp_path, args: list[str], message: str) -> None:
