@@ -412,20 +412,43 @@ def _log_to_wandb(project: str, folder: Path, tables: dict[str, pd.DataFrame], p
     run.finish()
 
 
+def _display(table: pd.DataFrame) -> pd.DataFrame:
+    """A table as the page shows it: no hash columns, lists as short rounded strings (the CSVs keep all)."""
+    shown = table.drop(columns=[c for c in table.columns if c.endswith("_hash")])
+
+    def compact(v):
+        if isinstance(v, list):
+            return "[" + ", ".join(f"{x:.3g}" if isinstance(x, float) else str(x) for x in v) + "]"
+        return v
+
+    return shown.apply(lambda column: column.map(compact) if column.dtype == object else column)
+
+
+def _table_html(table: pd.DataFrame) -> str:
+    html_table = _display(table).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")
+    return f"<div class='wide'>{html_table}</div>"
+
+
 def _html(title: str, tables: dict[str, pd.DataFrame], plots: list[Path], frame: pd.DataFrame) -> str:
-    """One self-contained page: tables, plots inlined as base64, and the config of every run."""
+    """One self-contained page: the plots first (inlined as base64), then the summary tables, then the raw
+    points and every run's config behind collapsible sections. Wide tables scroll inside their box, so
+    nothing runs off the page."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>dynbench: {html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
-             "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}</style></head><body>",
-             f"<h1>dynbench report: {html.escape(title)}</h1>"]
-    for name, table in tables.items():
-        parts.append(f"<h2>{name.replace('_', ' ')}</h2>" + table.to_html(index=False, float_format=lambda v: f"{v:.4g}",
-                                                                           na_rep=""))
-    parts.append("<h2>plots</h2>")
+             "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
+             "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;"
+             "white-space:nowrap}.wide{overflow-x:auto;max-width:100%}.plots{display:flex;flex-wrap:wrap;gap:1em}"
+             "figure{margin:0;max-width:48%}img{max-width:100%}</style></head><body>",
+             f"<h1>dynbench report: {html.escape(title)}</h1>", "<div class='plots'>"]
     for path in plots:
         data = base64.b64encode(path.read_bytes()).decode()
         parts.append(f"<figure><img alt='{path.name}' src='data:image/png;base64,{data}'>"
                      f"<figcaption>{path.name}</figcaption></figure>")
+    parts.append("</div>")
+    for name, table in tables.items():
+        if name != "points":
+            parts.append(f"<h2>{name.replace('_', ' ')}</h2>" + _table_html(table))
+    parts.append(f"<details><summary>every knob point ({len(tables['points'])} rows; also points.csv)</summary>"
+                 + _table_html(tables["points"]) + "</details>")
     parts.append("<h2>runs and their configs</h2>")
     if "config" in frame:
         runs = frame.drop_duplicates("run_id") if "run_id" in frame else frame

@@ -118,6 +118,42 @@ def test_report_writes_tables_plots_and_a_self_contained_page_deterministically(
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix != ".jsonl"} == files
 
 
+def test_the_page_leads_with_decodable_plots_and_keeps_raw_points_folded(tmp_path) -> None:
+    """What a reader sees first are the plots (every one a PNG that decodes to the file written), then the
+    summary tables; the raw points sit in a collapsed section, without hash columns, wide tables scroll."""
+    import base64
+    import io
+    from html.parser import HTMLParser
+
+    import matplotlib.image
+
+    class Page(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.order: list[str] = []
+            self.images: dict[str, bytes] = {}
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            attrs = dict(attrs)
+            if tag == "img":
+                self.images[attrs["alt"]] = base64.b64decode(attrs["src"].split(",", 1)[1], validate=True)
+            if tag in ("img", "h2", "details", "table"):
+                self.order.append(tag)
+
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _curve(1, 0.0)))
+    main([str(tmp_path)])
+    page = Page()
+    page.feed((tmp_path / "report.html").read_text())
+    assert page.images and all(data == (tmp_path / name).read_bytes() for name, data in page.images.items())
+    for data in page.images.values():
+        assert matplotlib.image.imread(io.BytesIO(data), format="png").ndim == 3  # decodes as an image
+    assert page.order.index("h2") > max(i for i, tag in enumerate(page.order) if tag == "img")
+    html_text = (tmp_path / "report.html").read_text()
+    points_at = html_text.index("<summary>every knob point")
+    assert html_text.index("<h2>benchmark</h2>") < points_at and "budget_hash" not in html_text
+    assert "overflow-x:auto" in html_text
+
+
 def test_report_removes_its_plots_that_the_records_no_longer_give(tmp_path) -> None:
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _curve(1, 0.0)))
     main([str(tmp_path)])
