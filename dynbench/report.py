@@ -425,6 +425,8 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _table_html(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "<p>(none in these records)</p>"
     html_table = _display(table).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")
     return f"<div class='wide'>{html_table}</div>"
 
