@@ -146,7 +146,7 @@ class EvalConfig:
     timing: bool = True  # wall-clock against the full model, interleaved in this process
     latency_examples: int = 32  # dev examples timed one by one
     throughput_examples: int = 256  # dev examples timed at `batch_size`
-    repeats: int = 3  # the median of these is reported
+    repeats: int = 5  # interleaved rounds: the median is reported, and the rounds' lowest and highest ratio
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "latency_examples", "throughput_examples", "repeats"):

@@ -2,6 +2,7 @@
 full model. The only evaluation loop; methods only answer ``sweep``/``infer``."""
 from __future__ import annotations
 
+import statistics
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -15,7 +16,7 @@ from dynbench.data import TaskData
 from dynbench.device import device_of, synchronizer, to_device
 from dynbench.flops import CostModel
 from dynbench.method import Method
-from dynbench.timing import interleaved_medians
+from dynbench.timing import interleaved_times
 from dynbench.trace import Trace
 
 
@@ -25,13 +26,15 @@ def _full_trace(lengths: torch.Tensor, num_layers: int) -> Trace:
 
 
 def _side_by_side(method: Method, model: nn.Module, reference: nn.Module, value: Any, inputs: list,
-                  repeats: int) -> tuple[float, float]:
-    """Median seconds of (method, full model) over ``inputs``, interleaved."""
+                  repeats: int) -> tuple[float, float, list[float]]:
+    """Median seconds of (method, full model) over ``inputs``, interleaved, and the lowest and highest of the
+    rounds' speed-ups (full's time over the method's in the same round: the spread of the measurement)."""
     with torch.no_grad():
-        t = interleaved_medians({"method": lambda: [method.infer(model, b, value) for b in inputs],
-                                 "full": lambda: [reference(b) for b in inputs]}, repeats,
-                                synchronizer(device_of(model)))
-    return t["method"], t["full"]
+        t = interleaved_times({"method": lambda: [method.infer(model, b, value) for b in inputs],
+                               "full": lambda: [reference(b) for b in inputs]}, repeats,
+                              synchronizer(device_of(model)))
+    ratios = [f / m for f, m in zip(t["full"], t["method"])]
+    return statistics.median(t["method"]), statistics.median(t["full"]), [min(ratios), max(ratios)]
 
 
 def _timing(method: Method, model: nn.Module, reference: nn.Module, data: TaskData, value: Any,
@@ -43,12 +46,13 @@ def _timing(method: Method, model: nn.Module, reference: nn.Module, data: TaskDa
     singles = [to_device(collate([split[i]]), device) for i in range(min(cfg.latency_examples, len(split)))]
     n = min(cfg.throughput_examples, len(split))
     batches = [to_device(b, device) for b in data.loader(split.select(range(n)), cfg.batch_size)]
-    one, one_full = _side_by_side(method, model, reference, value, singles, cfg.repeats)
-    many, many_full = _side_by_side(method, model, reference, value, batches, cfg.repeats)
+    one, one_full, one_range = _side_by_side(method, model, reference, value, singles, cfg.repeats)
+    many, many_full, many_range = _side_by_side(method, model, reference, value, batches, cfg.repeats)
     return {
         "latency_ms_b1": 1000 * one / len(singles), "latency_ms_b1_full": 1000 * one_full / len(singles),
-        "speedup_latency_b1": one_full / one,
+        "speedup_latency_b1": one_full / one, "speedup_latency_b1_range": one_range,
         "throughput_eval": n / many, "throughput_eval_full": n / many_full, "speedup_throughput_eval": many_full / many,
+        "speedup_throughput_eval_range": many_range, "timing_repeats": cfg.repeats,
     }
 
 

@@ -40,3 +40,22 @@ def area(speedup: np.ndarray, score: np.ndarray, full_score: float) -> float:
     ys = np.asarray(score, float)[idx]
     widths = np.diff(np.append(x, 1.0))
     return float((ys * widths).sum() / full_score)
+
+
+def elue_score(speedup: np.ndarray, score: np.ndarray, ref_speedup: np.ndarray,
+               ref_score: np.ndarray) -> tuple[float, int]:
+    """The ELUE-style score of a curve against a reference curve (static truncation): the mean, over the
+    curve's points, of its score minus the reference's score at the same FLOPs, the reference read by linear
+    interpolation in relative FLOPs between its points. Points cheaper or dearer than every reference point
+    are left out (a curve is never extrapolated); returns (score, points used), NaN with 0 points if none is
+    in range. Positive: better than just running fewer layers."""
+    x, y = 1.0 / np.asarray(speedup, float), np.asarray(score, float)
+    rx, ry = 1.0 / np.asarray(ref_speedup, float), np.asarray(ref_score, float)
+    ok = np.isfinite(rx) & np.isfinite(ry)
+    rx, ry = rx[ok], ry[ok]
+    order = np.argsort(rx, kind="stable")
+    rx, ry = rx[order], ry[order]
+    inside = np.isfinite(x) & np.isfinite(y) & (x >= rx[0]) & (x <= rx[-1]) if len(rx) else np.zeros(len(x), bool)
+    if not inside.any():
+        return float("nan"), 0
+    return float(np.mean(y[inside] - np.interp(x[inside], rx, ry))), int(inside.sum())

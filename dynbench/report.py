@@ -149,10 +149,26 @@ def operating_points(frame: pd.DataFrame, keep: float = 0.99) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def elue_scores(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per run (task, model, seed, budget) and method: the ELUE-style score against the same seed's static
+    truncation curve (``pareto.elue_score``), with the number of points inside truncation's FLOPs range."""
+    rows = []
+    latest = frame.drop_duplicates(subset=[*POINT, "seed"], keep="last")
+    for key, run in latest.groupby(RUN + ["budget_hash"]):
+        ref = run[run.method == "truncate"]
+        if ref.empty:
+            continue
+        for method, curve in run[~run.method.isin(REFERENCES)].groupby("method"):
+            value, used = pareto.elue_score(curve.speedup_flops, curve.score, ref.speedup_flops, ref.score)
+            rows.append(dict(zip(RUN + ["budget_hash"], key)) | {"method": method, "elue": value, "points": used})
+    return pd.DataFrame(rows)
+
+
 def benchmark_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per task, model, budget and method: score at each fixed speed-up (on the front of the seed-averaged
-    points), the area under the front, and the operating point (mean ± std over seeds)."""
-    pts, ops = points(frame), operating_points(frame)
+    points), the area under the front, the operating point and the ELUE-style score against static
+    truncation (both mean ± std over seeds)."""
+    pts, ops, elue = points(frame), operating_points(frame), elue_scores(frame)
     rows = []
     for (task, model, budget), group in pts.groupby(["task", "model", "budget_hash"]):
         full = group[group.method == "full"]
@@ -169,6 +185,12 @@ def benchmark_table(frame: pd.DataFrame) -> pd.DataFrame:
                 row["speedup@99%_std"] = op.speedup_flops.std(ddof=1) if len(op) > 1 else np.nan
                 row["score@99%"] = op.score.mean()
                 row["score@99%_std"] = op.score.std(ddof=1) if len(op) > 1 else np.nan
+            mine = elue[(elue.task == task) & (elue.model == model) & (elue.budget_hash == budget)
+                        & (elue.method == method)] if not elue.empty else elue
+            if len(mine):
+                row["elue"] = mine.elue.mean()
+                row["elue_std"] = mine.elue.std(ddof=1) if len(mine) > 1 else np.nan
+                row["elue_points"] = mine.points.mean()
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -252,6 +274,12 @@ def plot_curves(frame: pd.DataFrame, folder: Path, axis: str = "flops") -> list[
         ax.set_title(f"{task}: score vs {axis}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+        seeds = int(rows.seeds.max())
+        fig.text(0.01, -0.04, f"Lines: each method's Pareto front (mean over {seeds} seed{'s' * (seeds > 1)}"
+                 f"{', bands ± std' if seeds > 1 else ''}); between two front points the line is what sending each "
+                 "example to one or\nthe other at random reaches (score and cost mix linearly). Faint dots: every "
+                 "knob point. Dashed: static truncation, the reference; star: the full model.", fontsize=7,
+                 va="top")
         paths.append(_png(fig, folder, task, f"score_vs_{axis}"))
         plt.close(fig)
     return paths
@@ -385,7 +413,9 @@ def write_report(folder: Path, axes: tuple[str, ...] = ("flops",), wandb_project
         table.to_csv(folder / f"{name}.csv", index=False, float_format="%.6g")
     text = "".join(f"# {title}\n\n{_markdown(tables[name])}\n\n" for name, title in (
         ("benchmark", f"Benchmark: score at {', '.join(f'{s:g}x' for s in FIXED_SPEEDUPS)} FLOPs speed-up (Pareto "
-                      "front, dev), speed-up at >= 99% of full (cross-fitted on dev halves), normalised area"),
+                      "front, dev), speed-up at >= 99% of full (cross-fitted on dev halves), normalised area, "
+                      "ELUE-style score (mean score minus static truncation's at the same FLOPs; points outside "
+                      "truncation's FLOPs range left out)"),
         ("operating_points", "Operating points (>= 99% of full's score, chosen on one half of dev and read on the "
                              "other, both ways, averaged; 95% interval)"),
         ("heads", "Internal classifiers (dev score of the classifier after each layer, on every example)"),

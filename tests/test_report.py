@@ -49,6 +49,26 @@ def test_operating_point_is_chosen_on_one_dev_half_and_read_on_the_other(tmp_pat
     assert png.name == "mrpc_score_vs_flops.png" and png.stat().st_size > 10_000
 
 
+def test_elue_score_against_static_truncation_never_extrapolates() -> None:
+    # truncation at relative FLOPs 1/3, 2/3, 1 scores 0.6, 0.75, 0.8
+    ref_speedup, ref_score = np.array([3.0, 1.5, 1.0]), np.array([0.6, 0.75, 0.8])
+    # points at relative FLOPs 0.5 (truncation: 0.675) and 1.0 (0.8); 4x (0.25) is cheaper than every k: out
+    value, used = pareto.elue_score(np.array([2.0, 1.0, 4.0]), np.array([0.70, 0.80, 0.99]), ref_speedup, ref_score)
+    assert used == 2 and value == pytest.approx(((0.70 - 0.675) + 0.0) / 2)
+    assert pareto.elue_score(np.array([5.0]), np.array([0.9]), ref_speedup, ref_score)[1] == 0
+
+
+def test_elue_in_the_benchmark_table_per_seed_then_averaged(tmp_path) -> None:
+    records = []
+    for seed, gain in ((1, 0.02), (2, 0.04)):
+        base = {"seed": seed, "budget_hash": "b1"}
+        records += [_record("truncate", k, s, s, sp) | base for k, s, sp in [(1, 0.6, 3.0), (2, 0.75, 1.5), (3, 0.8, 1.0)]]
+        records += [_record("full", None, 0.8, 0.8, 1.0) | base, _record("pabee", 1, 0.675 + gain, 0.7, 2.0) | base]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    row = benchmark_table(load_records(tmp_path)).set_index("method").loc["pabee"]
+    assert row.elue == pytest.approx(0.03) and row.elue_std == pytest.approx(np.std([0.02, 0.04], ddof=1))
+
+
 def test_head_scores_per_layer_per_trained_model_beside_full_and_the_majority(tmp_path) -> None:
     heads = {1: [0.6, 0.7, 0.8], 2: [0.62, 0.74, 0.8]}  # per seed; every knob point of one model repeats them
     records = [_record("full", None, 0.80 + 0.02 * (seed - 1), 0.8, 1.0) | {"seed": seed} for seed in (1, 2)]
