@@ -147,3 +147,10 @@ def test_trained_model_loads_what_a_run_trained_without_training(config, monkeyp
     _, again = trained_model(cfg, load_data(cfg), 1)
     assert not model.training and model.backbone.num_layers == 1
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_atomic_writes_are_readable_by_the_other_users_of_a_shared_folder(tmp_path) -> None:
+    from dynbench.records import atomic_write_text
+
+    atomic_write_text(tmp_path / "r.jsonl", "{}\n")
+    assert (tmp_path / "r.jsonl").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
