@@ -140,6 +140,7 @@ def evaluate(method: Method, model: nn.Module, reference: nn.Module, data: TaskD
     cost, ref_cost = CostModel(model), CostModel(reference)
     depth = reference.backbone.num_layers
     per_layer = head_scores(method, model, data, cfg.batch_size)
+    majority = majority_score(data) if per_layer is not None else None
     folds = _fold_positions(data, dev_labels)
 
     def flops(trace: Trace) -> tuple[float, float]:
@@ -170,7 +171,7 @@ def evaluate(method: Method, model: nn.Module, reference: nn.Module, data: TaskD
                                                                              data.task.split_seed)
         result["fold_speedup_flops"] = [speedup(trace.select(f)) for f in folds]
         if per_layer is not None:
-            result["head_scores"], result["majority_score"] = per_layer, majority_score(data)
+            result["head_scores"], result["majority_score"] = per_layer, majority
         if cfg.timing:
             # wall-clock runs on the first examples of the first dev set: their FLOPs speed-ups, for ratios
             result |= _timing(method, model, reference, data, value, cfg) | {
