@@ -1,9 +1,9 @@
 """What a one-pass knob sweep costs, as a ratio to one full-model evaluation of the same dev set.
 
-Loads the trained models from the stage cache (benchmarks/exits.sh trains them; what is missing is trained
-here first, with the same stage keys), then times, interleaved in
-one process (median of ``--repeats``): the full model over dev, and each exit method's ``sweep`` over dev
-with K = 10 and K = 20 knob values spread over its default grid.
+Loads the trained models from the stage cache (``python -m dynbench experiment=exits`` trains them; what is
+missing is trained here first, with the same stage keys), then times, interleaved in one process (median of
+``--repeats``): the full model over dev, and each exit method's ``sweep`` over dev with K = 10 and K = 20 knob
+values spread over its default grid.
 
     python benchmarks/sweep_cost.py --task mrpc
 """

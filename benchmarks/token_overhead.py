@@ -5,8 +5,8 @@ and the full model. method/same-counts is what selecting costs; same-counts/full
 what the layers' costs that do not shrink with the tokens take (at batch 1 a layer reads all of its weights,
 however few tokens it runs on).
 
-Loads the trained models from the stage cache (benchmarks/tokens.sh trains them; what is missing is trained
-here first, with the same stage keys).
+Loads the trained models from the stage cache (``python -m dynbench experiment=tokens`` trains them; what is
+missing is trained here first, with the same stage keys).
 
     python benchmarks/token_overhead.py --method token_gates --knobs 0.01 0.02 --task mrpc
 """

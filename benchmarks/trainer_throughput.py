@@ -89,7 +89,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--score", action="store_true", help="also fine-tune with the Trainer for the full budget")
-    ap.add_argument("--out", default="results/trainer_vs_dynbench.json")
+    ap.add_argument("--out", default="results/trainer_throughput/trainer_vs_dynbench.json")
     args = ap.parse_args()
     cfg = load_config(f"task={args.task}", "model=minilm")
     data = load_data(cfg)

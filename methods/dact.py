@@ -143,5 +143,5 @@ class Dact(exits.ExitMethod):
             plain_finetune(model.backbone.num_layers),
             Stage(name="dact", signature={"stage": "dact", "tau": float(tau), "v": self.version},
                   trainable=lambda m: list(m.parameters()),
-                  loss=lambda m, batch: dact_loss(rule, float(tau), m, batch)),  # the last epoch is kept (see README)
+                  loss=lambda m, batch: dact_loss(rule, float(tau), m, batch)),  # last epoch kept: docs/methods.md
         ]

@@ -45,7 +45,7 @@ Choices of dynbench where the paper's method section is not public (METHODS.md Â
   0.5 over RTE's 213 steps: every gate slid from 1 to 0.57 at the same pace whatever lambda (0.03 or 0.1),
   and none closed, so the step budget, not lambda, set the result. At 400Ã— a gate can cross [0, 1] in about a
   third of a stage on RTE (WNLI's 60 steps give it 0.6), and lambda against the task's pull sets where it
-  settles. Slow gates are still a lever on the trade (README): on MRPC version 2
+  settles. Slow gates are still a lever on the trade (results/superseded/NOTES.md): on MRPC version 2
   closed only the last two layers' gates and kept more of the score at 1.35x than version 3 does at 1.31x.
   ``two_stage=false`` trains gates and backbone together from the pretrained checkpoint.
 - Ranks are scored with eager attention (SDPA does not return its probabilities), at the layers before a
@@ -68,7 +68,8 @@ from dynbench.live import LiveBatch
 from dynbench.method import Batch, Knob, Method, Output, Stage, register_method, task_loss
 from methods.full import PlainClassifier, plain_finetune
 
-LAMBDA_GRID = [0.0, 0.005, 0.0075, 0.01, 0.015, 0.03]  # MRPC, RTE: 0.0075 halves the tokens, 0.03 keeps [CLS] (README)
+# on MRPC and RTE, 0.0075 halves the tokens and 0.03 keeps [CLS] (results/tokens/NOTES.md)
+LAMBDA_GRID = [0.0, 0.005, 0.0075, 0.01, 0.015, 0.03]
 FLOOR = 1e-3  # the smallest soft weight of a gated token while training
 
 

@@ -1,4 +1,4 @@
-"""Token reduction (METHODS.md §1h, issue 6): tokens really leave the sequence, exactly the ones the gates
+"""Token reduction (METHODS.md §1h): tokens really leave the sequence, exactly the ones the gates
 close, [CLS] stays, the short sequence gives what running it directly gives, FLOPs match the counter, the
 bi-modal regularizer on hand-made gates, all-open gates are the plain model, bad knobs."""
 from __future__ import annotations
@@ -154,7 +154,7 @@ def test_bimodal_and_cost_terms_on_hand_made_gates() -> None:
 
 @pytest.mark.parametrize("lam", [0.01, 0.03, 0.1])
 def test_the_regularizers_pull_on_an_open_gate(lam) -> None:
-    """The README's reading of the lambda grid rests on this: at g = 1 the two terms pull a gate of layer l by
+    """docs/methods.md's reading of the lambda grid rests on this: at g = 1 the two terms pull a gate of layer l by
     (lambda · S_l − beta) / n, S_l = l + … + L (a token shut before layer l is gone from every later layer)."""
     model, task_only = _model(layers=6), _model(layers=6)
     batch = random_batch([5], width=8)
