@@ -101,7 +101,7 @@ def head_scores(method: Method, model: nn.Module, data: TaskData, batch_size: in
                     logits.setdefault(split, [[] for _ in zs])[layer].append(z.float().cpu().numpy())
     gold = {s: np.concatenate(v) for s, v in labels.items()}
     depth = len(next(iter(logits.values())))
-    return [metrics.score(data.task, _metrics(data, {s: np.concatenate(v[layer]) for s, v in logits.items()}, gold))[0]
+    return [metrics.primary_score(data.task, {s: np.concatenate(v[layer]) for s, v in logits.items()}, gold)
             for layer in range(depth)]
 
 
@@ -116,7 +116,7 @@ def majority_score(data: TaskData) -> Optional[float]:
     for split, ds in data.dev.items():
         labels[split] = np.asarray(ds["label"])
         logits[split] = np.eye(data.task.num_labels)[np.full(len(ds), answer)]
-    return metrics.score(data.task, _metrics(data, logits, labels))[0]
+    return metrics.primary_score(data.task, logits, labels)
 
 
 def _fold_positions(data: TaskData, labels: dict[str, np.ndarray]) -> list[torch.Tensor]:
@@ -164,7 +164,7 @@ def evaluate(method: Method, model: nn.Module, reference: nn.Module, data: TaskD
             "exit_counts": torch.bincount(trace.exit_layer, minlength=depth + 1)[1:].tolist(),
             "eval_examples": len(trace.embed_tokens),
             "score_ci95": list(metrics.bootstrap_ci(data.task, dev[j], dev_labels, seed=seed)),
-            "calib_score": metrics.score(data.task, _metrics(data, calib[j], calib_labels))[0],
+            "calib_score": metrics.primary_score(data.task, calib[j], calib_labels),
             "calib_speedup_flops": calib_full / calib_flops,
         }
         result["fold_scores"], result["fold_score_se"] = metrics.fold_scores(data.task, dev[j], dev_labels,

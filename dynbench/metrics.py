@@ -37,6 +37,11 @@ def score(task: TaskConfig, by_split: dict[str, dict[str, float]]) -> tuple[floa
     return primary, flat
 
 
+def primary_score(task: TaskConfig, logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> float:
+    """The primary score of per-split logits against per-split labels."""
+    return score(task, {s: split_metrics(task, logits[s], labels[s]) for s in labels})[0]
+
+
 def _bootstrap_draws(task: TaskConfig, logits: dict[str, np.ndarray], labels: dict[str, np.ndarray],
                      resamples: int, seed: int) -> np.ndarray:
     """Primary scores of ``resamples`` bootstrap resamples of the evaluation examples (each split resampled on
@@ -47,7 +52,8 @@ def _bootstrap_draws(task: TaskConfig, logits: dict[str, np.ndarray], labels: di
         warnings.simplefilter("ignore")
         for _ in range(resamples):
             picks = {s: rng.integers(0, len(y), len(y)) for s, y in labels.items()}
-            draws.append(score(task, {s: split_metrics(task, logits[s][i], labels[s][i]) for s, i in picks.items()})[0])
+            draws.append(primary_score(task, {s: logits[s][i] for s, i in picks.items()},
+                                       {s: labels[s][i] for s, i in picks.items()}))
     return np.asarray(draws, float)
 
 
@@ -78,6 +84,6 @@ def fold_scores(task: TaskConfig, logits: dict[str, np.ndarray], labels: dict[st
     for fold in dev_folds(labels, seed):
         part_logits = {s: logits[s][i] for s, i in fold.items()}
         part_labels = {s: labels[s][i] for s, i in fold.items()}
-        scores.append(score(task, {s: split_metrics(task, part_logits[s], part_labels[s]) for s in fold})[0])
+        scores.append(primary_score(task, part_logits, part_labels))
         errors.append(float(np.nanstd(_bootstrap_draws(task, part_logits, part_labels, resamples, seed), ddof=1)))
     return scores, errors

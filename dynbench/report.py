@@ -164,6 +164,19 @@ def elue_scores(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _per_seed(table: pd.DataFrame, task: str, model: str, budget: str, method: str) -> pd.DataFrame:
+    """The rows (one per seed) of a per-run table for one task, model, budget and method."""
+    if table.empty:
+        return table
+    return table[(table.task == task) & (table.model == model) & (table.budget_hash == budget)
+                 & (table.method == method)]
+
+
+def _mean_std(values: pd.Series) -> tuple[float, float]:
+    """Mean and sample std over seeds (NaN std for one seed)."""
+    return values.mean(), values.std(ddof=1) if len(values) > 1 else np.nan
+
+
 def benchmark_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per task, model, budget and method: score at each fixed speed-up (on the front of the seed-averaged
     points), the area under the front, the operating point and the ELUE-style score against static
@@ -178,18 +191,13 @@ def benchmark_table(frame: pd.DataFrame) -> pd.DataFrame:
             for s in FIXED_SPEEDUPS:
                 row[f"score@{s:g}x"] = pareto.score_at(curve.speedup_flops, curve.score, s)
             row["area"] = pareto.area(curve.speedup_flops, curve.score, full_score) if pd.notna(full_score) else np.nan
-            op = ops[(ops.task == task) & (ops.model == model) & (ops.budget_hash == budget) & (ops.method == method)] \
-                if not ops.empty else ops
+            op = _per_seed(ops, task, model, budget, method)
             if len(op):
-                row["speedup@99%"] = op.speedup_flops.mean()
-                row["speedup@99%_std"] = op.speedup_flops.std(ddof=1) if len(op) > 1 else np.nan
-                row["score@99%"] = op.score.mean()
-                row["score@99%_std"] = op.score.std(ddof=1) if len(op) > 1 else np.nan
-            mine = elue[(elue.task == task) & (elue.model == model) & (elue.budget_hash == budget)
-                        & (elue.method == method)] if not elue.empty else elue
+                row["speedup@99%"], row["speedup@99%_std"] = _mean_std(op.speedup_flops)
+                row["score@99%"], row["score@99%_std"] = _mean_std(op.score)
+            mine = _per_seed(elue, task, model, budget, method)
             if len(mine):
-                row["elue"] = mine.elue.mean()
-                row["elue_std"] = mine.elue.std(ddof=1) if len(mine) > 1 else np.nan
+                row["elue"], row["elue_std"] = _mean_std(mine.elue)
                 row["elue_points"] = mine.points.mean()
             rows.append(row)
     return pd.DataFrame(rows)

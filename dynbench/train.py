@@ -127,9 +127,7 @@ def calib_score(model: nn.Module, stage: Stage, data: TaskData, batch_size: int)
         logits.append(stage.predict(model, to_device(batch, device)).float().cpu().numpy())
         labels.append(batch["labels"].numpy())
     model.train(was_training)
-    task = data.task
-    primary, _ = metrics.score(task, {"calib": metrics.split_metrics(task, np.concatenate(logits), np.concatenate(labels))})
-    return primary
+    return metrics.primary_score(data.task, {"calib": np.concatenate(logits)}, {"calib": np.concatenate(labels)})
 
 
 def epoch_loader(data: TaskData, cfg: TrainConfig, seed: int, epoch: int) -> DataLoader:
