@@ -1,6 +1,7 @@
 """The README's commands are the Makefile's, and no project file refers to tracker issues by number."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -14,8 +15,14 @@ needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is no
 
 
 def dry_run(*args: str) -> str:
-    """What ``make -n ARGS`` would run, from the repository root."""
-    out = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    """What ``make -n ARGS`` would run, from the repository root.
+
+    Under ``make test`` this runs as a sub-make: without the parent's variables removed it would print
+    "Entering/Leaving directory" lines and inherit the parent's flags.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"}}
+    out = subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
