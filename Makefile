@@ -12,7 +12,7 @@ export GLUE_DIR
 endif
 RESULTS ?= results/glue
 
-.PHONY: help install test test-all smoke run recipe baselines report trainer-throughput clean
+.PHONY: help install test test-all smoke run recipe baselines bench report trainer-throughput clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-19s %s\n", $$1, $$2}'
@@ -48,6 +48,10 @@ recipe: $(ENV) ## the per-task training recipe search and its table, into result
 
 baselines: $(ENV) ## the full model on five tasks, seeds 1-3, under each task's recipe, into results/glue
 	$(PY) -m dynbench experiment=baselines
+
+bench: $(ENV) ## the benchmark: every method, five tasks, seeds 1-3 (seed 1 first), into results/glue, then its report
+	$(PY) -m dynbench experiment=glue $(ARGS)
+	$(PY) -m dynbench.report results/glue
 
 report: $(ENV) ## tables, plots and report.html from the records under RESULTS (default results/glue)
 	$(PY) -m dynbench.report $(RESULTS)

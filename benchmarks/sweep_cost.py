@@ -1,6 +1,6 @@
 """What a one-pass knob sweep costs, as a ratio to one full-model evaluation of the same dev set.
 
-Loads the trained models from the stage cache (``python -m dynbench experiment=exits`` trains them; what is
+Loads the trained models from the stage cache (``python -m dynbench experiment=glue`` trains them; what is
 missing is trained here first, with the same stage keys), then times, interleaved in one process (median of
 ``--repeats``): the full model over dev, and each exit method's ``sweep`` over dev with K = 10 and K = 20 knob
 values spread over its default grid.
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--task", default="mrpc")
     ap.add_argument("--methods", nargs="+", default=["pabee", "deebert", "fastbert"])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=None, help="default: results/exits/sweep_cost_<task>.json")
+    ap.add_argument("--out", default=None, help="default: results/glue/sweep_cost_<task>.json")
     args = ap.parse_args()
     full, full_model, data, cfg = trained("full", args.task)
     batches = list(data.loader(data.dev["validation"], cfg.eval.batch_size))
@@ -56,7 +56,7 @@ def main() -> None:
             t = interleaved_medians(candidates, args.repeats)
             result["methods"][name] = {"seconds": t, **{f"ratio_k{k}": t[f"sweep_k{k}"] / t["full"] for k in (10, 20)}}
             print(name, json.dumps(result["methods"][name]), flush=True)
-    out = Path(args.out or f"results/exits/sweep_cost_{args.task}.json")
+    out = Path(args.out or f"results/glue/sweep_cost_{args.task}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
 

@@ -5,7 +5,7 @@ and the full model. method/same-counts is what selecting costs; same-counts/full
 what the layers' costs that do not shrink with the tokens take (at batch 1 a layer reads all of its weights,
 however few tokens it runs on).
 
-Loads the trained models from the stage cache (``python -m dynbench experiment=tokens`` trains them; what is
+Loads the trained models from the stage cache (``python -m dynbench experiment=glue`` trains them; what is
 missing is trained here first, with the same stage keys).
 
     python benchmarks/token_overhead.py --method token_gates --knobs 0.01 0.02 --task mrpc
@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--task", default="mrpc")
     ap.add_argument("--examples", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--out", default=None, help="default: results/tokens/token_overhead_<method>_<task>.json")
+    ap.add_argument("--out", default=None, help="default: results/glue/token_overhead_<method>_<task>.json")
     args = ap.parse_args()
     cfg = load_config(f"method={args.method}", f"task={args.task}", "model=minilm")
     data = load_data(cfg)
@@ -81,7 +81,7 @@ def main() -> None:
               f"(ratio {row['speedup_b1'] / row['speedup_flops']:.2f}); same counts without selecting "
               f"{row['speedup_b1_same_counts']:.2f}x (ratio {row['speedup_b1_same_counts'] / row['speedup_flops']:.2f}); "
               f"ms per example {', '.join(f'{k} {v:.2f}' for k, v in row['ms_per_example'].items())}", flush=True)
-    out = Path(args.out or f"results/tokens/token_overhead_{args.method}_{args.task}.json")
+    out = Path(args.out or f"results/glue/token_overhead_{args.method}_{args.task}.json")
     atomic_write_text(out, json.dumps(result, indent=1))
     print(f"wrote {out}")
 

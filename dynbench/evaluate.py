@@ -3,6 +3,7 @@ full model. The only evaluation loop; methods only answer ``sweep``/``infer``.""
 from __future__ import annotations
 
 import statistics
+import time
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -132,6 +133,7 @@ def evaluate(method: Method, model: nn.Module, reference: nn.Module, data: TaskD
     FLOPs, layers, tokens, exits and timings; the score, its standard error and the FLOPs speed-up on each of
     two fixed halves of dev (choosing an operating point on one half, reporting it on the other); the score and
     FLOPs on the calibration split (held out from train); and each internal classifier's dev score."""
+    started = time.perf_counter()
     model.eval()
     reference.eval()
     dev, dev_labels, dev_traces, padding = _predict(method, model, data, data.dev, values, cfg.batch_size, progress)
@@ -150,8 +152,12 @@ def evaluate(method: Method, model: nn.Module, reference: nn.Module, data: TaskD
         method_flops, full_flops = flops(trace)
         return full_flops / method_flops
 
+    # wall time by what it is spent on (the benchmark's compute account): the passes above serve every value,
+    # so each point carries an equal share of them
+    shared = (time.perf_counter() - started) / max(len(values), 1)
     results = []
     for j, value in enumerate(values):
+        point_started = time.perf_counter()
         score, flat = metrics.score(data.task, _metrics(data, dev[j], dev_labels))
         trace = dev_traces[j]
         method_flops, full_flops = flops(trace)
@@ -172,11 +178,14 @@ def evaluate(method: Method, model: nn.Module, reference: nn.Module, data: TaskD
         result["fold_speedup_flops"] = [speedup(trace.select(f)) for f in folds]
         if per_layer is not None:
             result["head_scores"], result["majority_score"] = per_layer, majority
+        result["eval_seconds"] = shared + time.perf_counter() - point_started
         if cfg.timing:
             # wall-clock runs on the first examples of the first dev set: their FLOPs speed-ups, for ratios
+            timing_started = time.perf_counter()
             result |= _timing(method, model, reference, data, value, cfg) | {
                 "speedup_flops_b1_examples": speedup(trace.first(cfg.latency_examples)),
                 "speedup_flops_eval_examples": speedup(trace.first(cfg.throughput_examples)),
             }
+            result["timing_seconds"] = time.perf_counter() - timing_started
         results.append(result)
     return results

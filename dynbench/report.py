@@ -11,7 +11,7 @@
 
 Deterministic from the records (same records, same files); never trains or evaluates.
 
-    python -m dynbench.report results/exits [--axis flops|latency|both]
+    python -m dynbench.report results/glue [--axis flops|latency|both]
 """
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ def test_full_run_writes_one_record_with_every_contract_field(config) -> None:
     assert set(record["metrics"]) == {"accuracy", "f1"}
     assert record["score"] == pytest.approx((record["metrics"]["accuracy"] + record["metrics"]["f1"]) / 2)
     assert record["latency_ms_b1"] > 0 and record["throughput_eval"] > 0 and record["speedup_latency_b1"] > 0
+    assert record["eval_seconds"] > 0 and record["timing_seconds"] > 0 and record["train_seconds"] > 0
     [path] = list(Path(cfg.results_dir).glob("*.jsonl"))
     assert json.loads(path.read_text()) == record
 

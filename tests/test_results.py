@@ -1,0 +1,76 @@
+"""The committed benchmark folder is what it says: only the benchmark's records, each from the configs and method
+versions of this checkout (``experiment=glue``), each point once, and the report its records make, byte for byte."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from dynbench.cli import CONF_DIR, load_config
+from dynbench.method import get_method
+from dynbench.records import stable_hash
+from dynbench.report import main as report_main
+from dynbench.runner import _identity
+from tests.conftest import ROOT
+
+GLUE = ROOT / "results" / "glue"
+RECORDS = sorted(GLUE.glob("*.jsonl"))
+# what else the folder may hold: its notes, the report's outputs, and the benchmark scripts' JSON
+REPORT_FILES = {"summary.md", "report.html", "benchmark.csv", "operating_points.csv", "heads.csv", "points.csv"}
+SCRIPT_JSON = ("sweep_cost_", "token_overhead_")
+
+
+def _sweep() -> dict[str, list[str]]:
+    params = OmegaConf.load(Path(CONF_DIR) / "experiment" / "glue.yaml").hydra.sweeper.params
+    return {key: str(value).split(",") for key, value in params.items()}
+
+
+def _point(record: dict) -> tuple:
+    return record["knob_value"], record.get("infer_knob_value")
+
+
+def test_the_folder_holds_only_records_notes_and_the_report() -> None:
+    others = [p.name for p in GLUE.iterdir() if p.suffix != ".jsonl" and p.name != "NOTES.md"
+              and p.name not in REPORT_FILES and p.suffix != ".png"
+              and not (p.suffix == ".json" and p.name.startswith(SCRIPT_JSON))]
+    assert others == []
+
+
+@pytest.mark.parametrize("path", RECORDS, ids=[p.stem for p in RECORDS])
+def test_every_record_is_of_this_checkouts_benchmark_config(path: Path) -> None:
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    assert records, f"{path.name} is empty"
+    first = records[0]
+    sweep = _sweep()
+    assert first["method"] in sweep["method"] and first["task"] in sweep["task"]
+    assert str(first["seed"]) in sweep["seed"] and first["model"] == "minilm"
+    cfg = load_config("experiment=glue", f"method={first['method']}", f"task={first['task']}",
+                      f"seed={first['seed']}")
+    # the data's digest is the TSVs' (checked by the runner when it reuses the file); the rest must be this
+    # checkout's config: the task's recipe, the head rule, pooling, the method's settings
+    expected = stable_hash(_identity(cfg, first["config"]["data"]))
+    version = get_method(first["method"]).version
+    for record in records:
+        assert record["config_hash"] == expected, f"{path.name}: made under another config than experiment=glue's"
+        assert record["method_version"] == version, f"{path.name}: method version {record['method_version']}"
+        assert record["run_id"] == path.stem and not record["limited"]
+        assert record["config"]["data"].startswith("tsv:"), "the benchmark runs on the original GLUE TSVs"
+    points = [_point(r) for r in records]
+    assert len(points) == len(set(points)), f"{path.name} holds a point twice"
+
+
+@pytest.mark.skipif(not RECORDS, reason="no benchmark records yet")
+def test_the_committed_report_is_what_the_records_make(tmp_path: Path) -> None:
+    copy = tmp_path / GLUE.name  # the page's title is the folder's name
+    copy.mkdir()
+    for path in RECORDS:
+        shutil.copy(path, copy)
+    report_main([str(copy)])
+    made = {p.name for p in copy.iterdir() if p.suffix != ".jsonl"}
+    committed = {p.name for p in GLUE.iterdir() if p.name in REPORT_FILES or p.suffix == ".png"}
+    assert committed == made, "regenerate it: make report"
+    changed = [name for name in sorted(made) if (copy / name).read_bytes() != (GLUE / name).read_bytes()]
+    assert changed == [], "regenerate it: make report"
