@@ -226,6 +226,59 @@ def head_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def full_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per task, model and budget: the full model's dev score and each metric (mean ± std over seeds), the
+    per-seed scores, and its training (epochs kept by early stopping on calibration, seconds): the baseline
+    every method's curve is read against."""
+    full = frame[frame.method == "full"].drop_duplicates(subset=[*RUN, "budget_hash"], keep="last")
+    rows = []
+    for (task, model, budget), group in full.groupby(["task", "model", "budget_hash"]):
+        group = group.sort_values("seed")
+        row = {"task": task, "model": model, "seeds": len(group), "budget_hash": budget}
+        row["score"], row["score_std"] = _mean_std(group.score)
+        row["per_seed"] = [round(float(v), 4) for v in group.score]
+        metrics = group["metrics"] if "metrics" in group else pd.Series([{}] * len(group), index=group.index)
+        metrics = metrics.map(lambda m: m if isinstance(m, dict) else {})
+        for metric in sorted(set().union(*metrics)):
+            row[metric] = metrics.map(lambda m: m.get(metric, np.nan)).mean()
+        if "stages" in group:
+            row["best_epoch"] = [_best_epoch(s) for s in group.stages]
+        row["train_s"] = pd.to_numeric(group.get("train_seconds"), errors="coerce").mean()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _best_epoch(stages) -> Optional[int]:
+    """The epoch a stage's early stopping kept (1-based; the best calibration score, first on ties)."""
+    scores = stages[0].get("epoch_scores") if isinstance(stages, list) and stages else None
+    return int(np.argmax(scores)) + 1 if scores else None
+
+
+def compute_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per task and method, where the wall time went (seconds, all seeds and budgets): training, evaluation
+    passes and wall-clock timing, and the total. Each stage counts once, with the run that trained it, or, where
+    none of these records trained it (a cache filled elsewhere), with the first run that reused it."""
+    stages = frame["stages"] if "stages" in frame else pd.Series([None] * len(frame), index=frame.index)
+    listed = [(i, stage) for i, value in stages.items() for stage in (value if isinstance(value, list) else [])]
+    trained_here = {stage.get("key") for _, stage in listed if not stage.get("reused")}
+    owner: dict[str, tuple[int, float]] = {}
+    for i, stage in listed:
+        key = stage.get("key")
+        if key not in owner and (not stage.get("reused") or key not in trained_here):
+            owner[key] = (i, float(stage.get("seconds") or 0.0))
+    train_by_row = pd.Series(0.0, index=frame.index)
+    for i, seconds in owner.values():
+        train_by_row[i] += seconds
+    rows = []
+    for (task, method), group in frame.groupby(["task", "method"]):
+        row = {"task": task, "method": method, "train_s": train_by_row[group.index].sum()}
+        for column, name in (("eval_seconds", "eval_s"), ("timing_seconds", "timing_s")):
+            row[name] = pd.to_numeric(group[column], errors="coerce").sum() if column in group else np.nan
+        row["total_s"] = np.nansum([row["train_s"], row["eval_s"], row["timing_s"]])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 # the plots the report writes, per task: ``{task}_{kind}.png``; it owns every file of these names in its folder
 PLOT_KINDS = ("score_vs_flops", "score_vs_latency", "exits", "tokens", "heads")
 
@@ -416,7 +469,8 @@ def write_report(folder: Path, axes: tuple[str, ...] = ("flops",), wandb_project
     returns the tables as Markdown."""
     frame = load_records(folder)
     tables = {"benchmark": benchmark_table(frame), "operating_points": operating_points(frame),
-              "heads": head_table(frame), "points": points(frame).drop(columns=["rel_flops"])}
+              "full": full_table(frame), "heads": head_table(frame), "compute": compute_table(frame),
+              "points": points(frame).drop(columns=["rel_flops"])}
     for name, table in tables.items():
         table.to_csv(folder / f"{name}.csv", index=False, float_format="%.6g")
     text = "".join(f"# {title}\n\n{_markdown(tables[name])}\n\n" for name, title in (
@@ -426,7 +480,10 @@ def write_report(folder: Path, axes: tuple[str, ...] = ("flops",), wandb_project
                       "truncation's FLOPs range left out)"),
         ("operating_points", "Operating points (>= 99% of full's score, chosen on one half of dev and read on the "
                              "other, both ways, averaged; 95% interval)"),
+        ("full", "The full model (dev score, mean and std over seeds; the epoch early stopping kept on calibration)"),
         ("heads", "Internal classifiers (dev score of the classifier after each layer, on every example)"),
+        ("compute", "Where the time went (seconds: training of the stages each method's runs trained, evaluation "
+                    "passes, wall-clock timing)"),
         ("points", "Points (every knob value; dev scores; mean over seeds)")))
     (folder / "summary.md").write_text(text)
     plots = ([p for a in axes for p in plot_curves(frame, folder, a)] + plot_exits(frame, folder)

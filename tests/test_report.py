@@ -10,8 +10,8 @@ import pytest
 
 from dynbench import pareto
 from dynbench.errors import DynbenchError
-from dynbench.report import (benchmark_table, head_table, load_records, main, operating_points, plot_curves, plot_exits,
-                             plot_heads, plot_tokens, points)
+from dynbench.report import (benchmark_table, compute_table, full_table, head_table, load_records, main,
+                             operating_points, plot_curves, plot_exits, plot_heads, plot_tokens, points)
 
 
 def _record(method: str, knob_value, score: float, calib: float, speedup: float, folds=None, fold_speedups=None) -> dict:
@@ -86,6 +86,39 @@ def test_head_scores_per_layer_per_trained_model_beside_full_and_the_majority(tm
     assert dact.layer_1.to_dict() == {"0.1": pytest.approx(0.1), "0.2": pytest.approx(0.2)}
     [png] = plot_heads(load_records(tmp_path), tmp_path)
     assert png.name == "mrpc_heads.png" and png.stat().st_size > 10_000
+
+
+def test_full_table_gives_mean_std_per_seed_scores_metrics_and_the_kept_epoch(tmp_path) -> None:
+    records = [_record("full", None, score, 0.8, 1.0) | {
+        "seed": seed, "metrics": {"accuracy": score - 0.01, "f1": score + 0.01}, "train_seconds": 100.0 * seed,
+        "stages": [{"name": "plain_finetune", "key": f"k{seed}", "seconds": 100.0 * seed, "reused": False,
+                    "epoch_scores": scores}]}
+        for seed, score, scores in ((2, 0.84, [0.7, 0.8, 0.8, 0.7]), (1, 0.80, [0.7, 0.75, 0.9]))]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    [row] = full_table(load_records(tmp_path)).itertuples()
+    assert row.seeds == 2 and row.per_seed == [0.80, 0.84]  # in seed order
+    assert row.score == pytest.approx(0.82) and row.score_std == pytest.approx(np.std([0.80, 0.84], ddof=1))
+    assert row.accuracy == pytest.approx(0.81) and row.f1 == pytest.approx(0.83)
+    assert row.best_epoch == [3, 2] and row.train_s == pytest.approx(150.0)  # ties: the first best epoch
+
+
+def test_compute_table_counts_each_trained_stage_once_where_it_was_trained(tmp_path) -> None:
+    def stage(key: str, seconds: float, reused: bool) -> dict:
+        return {"name": key, "key": key, "seconds": seconds, "reused": reused}
+
+    shared, offramps, elsewhere = stage("ft", 600.0, False), stage("ramps", 50.0, False), stage("pre", 7.0, True)
+    timing = {"eval_seconds": 2.0, "timing_seconds": 3.0}
+    records = [_record("full", None, 0.8, 0.8, 1.0) | timing | {"stages": [shared]}]
+    # DeeBERT reuses full's stage (trained above) and trains its own; its two points repeat both stages
+    records += [_record("deebert", t, 0.8, 0.8, 1.5) | timing | {"stages": [stage("ft", 600.0, True), offramps]}
+                for t in (0.1, 0.2)]
+    # a stage filled elsewhere (no record here trained it) counts with the first run that reused it
+    records += [_record("pabee", p, 0.8, 0.8, 1.5) | timing | {"stages": [elsewhere]} for p in (1, 2)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    table = compute_table(load_records(tmp_path)).set_index("method")
+    assert table.train_s.to_dict() == {"deebert": 50.0, "full": 600.0, "pabee": 7.0}
+    assert table.eval_s.to_dict() == {"deebert": 4.0, "full": 2.0, "pabee": 4.0}
+    assert table.total_s["deebert"] == pytest.approx(50.0 + 4.0 + 6.0)
 
 
 def test_pareto_front_interpolation_and_area_on_hand_made_points() -> None:
