@@ -1,13 +1,15 @@
 """dynbench's training loop against the Hugging Face ``Trainer``: same model, data split, batch size,
 max length, optimiser settings and dynamic padding, measured side by side in one process.
 
-Part 1 (throughput): ``--rounds`` rounds of ``--steps`` optimiser steps on each side, a fresh model every
-time, the side that goes first alternating; the median examples/s of each and their ratio. The two samplers
-draw different batches, and with dynamic padding a batch costs what its longest example costs, so a short
-run can favour either side by luck of the draw: each round uses its own shuffle seed (the bias averages out
-over rounds), and the padded tokens each side processed are counted, to give the per-token ratio (the fair
-comparison of the loops themselves) too. Part 2 (``--score``): the Trainer fine-tunes for the full budget
-(``train.epochs``) and is scored on dev, to set beside the ``full`` record of the same config.
+Part 1 (throughput): ``--rounds`` rounds of ``--steps`` optimiser steps on each side (dynbench's loop as
+configured, length-grouped batches by default; the Trainer as ``run_glue`` runs it; the Trainer with
+``train_sampling_strategy="group_by_length"``, 4.x's ``group_by_length=True``, so that a gain is not only the
+grouping), a fresh model every time, the order of the sides rotating; the median examples/s of each and the
+ratios. The samplers draw different batches, and with dynamic padding a batch costs what its longest example
+costs, so a short run can favour either side by luck of the draw: each round uses its own shuffle seed (the
+bias averages out over rounds), and the padded tokens each side processed are counted, to give the per-token
+ratio (the loops themselves, less what grouping saves) too. Part 2 (``--score``): the Trainer fine-tunes for
+the full budget (``train.epochs``) and is scored on dev, to set beside the ``full`` record of the same config.
 
     python benchmarks/trainer_throughput.py --task mrpc --steps 40 --rounds 5 --score
 """
@@ -38,17 +40,18 @@ from dynbench.train import _Run, epoch_loader
 from methods.full import plain_finetune
 
 
-def trainer_args(cfg, out: str, steps: int | None, total: int) -> TrainingArguments:
+def trainer_args(cfg, out: str, steps: int | None, total: int, grouped: bool = False) -> TrainingArguments:
     t = cfg.train
     return TrainingArguments(
         output_dir=out, per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=cfg.eval.batch_size,
         learning_rate=t.lr, weight_decay=t.weight_decay, warmup_steps=round(t.warmup_fraction * total),
         max_grad_norm=t.max_grad_norm, num_train_epochs=t.epochs, max_steps=steps or -1, seed=cfg.seed,
         logging_strategy="no", save_strategy="no", report_to=[], disable_tqdm=True, dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if grouped else "random",
     )
 
 
-def run_trainer(cfg, data, steps: int | None) -> tuple[float, int, Trainer]:
+def run_trainer(cfg, data, steps: int | None, grouped: bool = False) -> tuple[float, int, Trainer]:
     """Seconds of ``trainer.train()``, the padded tokens it trained on, and the trainer."""
     total = steps or math.ceil(len(data.train) / cfg.train.batch_size) * cfg.train.epochs
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -61,7 +64,7 @@ def run_trainer(cfg, data, steps: int | None) -> tuple[float, int, Trainer]:
 
     model.register_forward_pre_hook(count, with_kwargs=True)
     with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(model=model, args=trainer_args(cfg, out, steps, total), train_dataset=data.train,
+        trainer = Trainer(model=model, args=trainer_args(cfg, out, steps, total, grouped), train_dataset=data.train,
                           data_collator=DataCollatorWithPadding(data.tokenizer))
         start = time.perf_counter()
         trainer.train()
@@ -94,31 +97,40 @@ def main() -> None:
     cfg = load_config(f"task={args.task}", "model=minilm")
     data = load_data(cfg)
     examples = args.steps * cfg.train.batch_size
-    rates: dict[str, list[float]] = {"dynbench": [], "trainer": []}
-    token_rates: dict[str, list[float]] = {"dynbench": [], "trainer": []}
+    names = ("dynbench", "trainer", "trainer_grouped")
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    token_rates: dict[str, list[float]] = {name: [] for name in names}
     first: list[str] = []
     for r in range(args.rounds):
         round_cfg = dataclasses.replace(cfg, seed=cfg.seed + r)
         sides = {"dynbench": lambda: run_ours(round_cfg, data, args.steps),
-                 "trainer": lambda: run_trainer(round_cfg, data, args.steps)[:2]}
-        order = sorted(sides, reverse=r % 2 == 1)  # who goes first alternates: the machine's drift cancels
+                 "trainer": lambda: run_trainer(round_cfg, data, args.steps)[:2],
+                 "trainer_grouped": lambda: run_trainer(round_cfg, data, args.steps, grouped=True)[:2]}
+        order = names[r % 3:] + names[: r % 3]  # who goes first rotates: the machine's drift cancels
         first.append(order[0])
         for side in order:
             seconds, tokens = sides[side]()
             rates[side].append(examples / seconds)
             token_rates[side].append(tokens / seconds)
-        print(f"round {r + 1}: dynbench {rates['dynbench'][-1]:.1f} ex/s {token_rates['dynbench'][-1]:.0f} tok/s, "
-              f"trainer {rates['trainer'][-1]:.1f} ex/s {token_rates['trainer'][-1]:.0f} tok/s", flush=True)
+        print(f"round {r + 1}: " + ", ".join(f"{n} {rates[n][-1]:.1f} ex/s {token_rates[n][-1]:.0f} tok/s"
+                                            for n in names), flush=True)
     median = {k: statistics.median(v) for k, v in rates.items()}
     median_tokens = {k: statistics.median(v) for k, v in token_rates.items()}
+    # paired per round (the same shuffle seed and machine state), then the median
+    paired = {other: statistics.median(a / b for a, b in zip(rates["dynbench"], rates[other]))
+              for other in names[1:]}
     result = {
         "task": cfg.task.name, "model": cfg.model.name, "batch_size": cfg.train.batch_size,
         "max_length": cfg.model.max_length, "steps_per_round": args.steps, "rounds": args.rounds,
         "examples_per_s": median, "all_rounds": rates, "first_per_round": first, "git_commit": git_commit(),
         "padded_tokens_per_s": median_tokens, "all_rounds_tokens": token_rates,
         "threads": torch.get_num_threads(),
+        "group_by_length": cfg.train.group_by_length,
         "ratio_dynbench_over_trainer": median["dynbench"] / median["trainer"],
         "ratio_tokens_dynbench_over_trainer": median_tokens["dynbench"] / median_tokens["trainer"],
+        "ratio_dynbench_over_trainer_grouped": median["dynbench"] / median["trainer_grouped"],
+        "ratio_tokens_dynbench_over_trainer_grouped": median_tokens["dynbench"] / median_tokens["trainer_grouped"],
+        "paired_median_ratio": paired,
     }
     if args.score:
         seconds, _, trainer = run_trainer(cfg, data, None)
