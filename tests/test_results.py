@@ -1,5 +1,6 @@
 """The committed benchmark folder is what it says: only the benchmark's records, each from the configs and method
-versions of this checkout (``experiment=glue``), each point once, and the report its records make, byte for byte."""
+versions of this checkout (``experiment=glue``), each point once, and the report its records make (the tables byte for
+byte)."""
 from __future__ import annotations
 
 import json
@@ -90,7 +91,7 @@ def test_every_method_task_and_seed_of_the_benchmark_is_there() -> None:
 
 
 @pytest.mark.skipif(not RECORDS, reason="no benchmark records yet")
-def test_the_folder_holds_records_notes_and_the_report_they_make_byte_for_byte(tmp_path: Path) -> None:
+def test_the_folder_holds_records_notes_and_the_report_they_make(tmp_path: Path) -> None:
     copy = tmp_path / GLUE.name  # the page's title is the folder's name
     copy.mkdir()
     for path in RECORDS:
@@ -100,5 +101,7 @@ def test_the_folder_holds_records_notes_and_the_report_they_make_byte_for_byte(t
     committed = {p.name for p in GLUE.iterdir() if p.suffix != ".jsonl" and p.name != "NOTES.md"
                  and not (p.suffix == ".json" and p.name.startswith(SCRIPT_JSON))}
     assert committed == made, "the folder holds files the report does not make, or lacks some: make report"
-    changed = [name for name in sorted(made) if (copy / name).read_bytes() != (GLUE / name).read_bytes()]
-    assert changed == [], "the committed report is not what the records make: make report"
+    # the tables byte for byte; the plots' bytes depend on matplotlib's version and fonts as well as on the records
+    tables = sorted(name for name in made if name.endswith((".csv", ".md")))
+    changed = [name for name in tables if (copy / name).read_bytes() != (GLUE / name).read_bytes()]
+    assert changed == [], "the committed tables are not what the records make: make report"
