@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dynbench.report import load_records
+from dynbench.report import best_epoch, load_records
 
 
 def search_table(folder: Path, choose: bool = True) -> pd.DataFrame:
@@ -29,7 +29,7 @@ def search_table(folder: Path, choose: bool = True) -> pd.DataFrame:
             "head_lr_scale": record.config["train"]["head_lr_scale"],
             "patience": record.config["train"]["early_stopping_patience"],
             "max_epochs": record.config["train"]["epochs"], "epochs_run": len(curve),
-            "best_epoch": curve.index(max(curve)) + 1 if curve else None, "calib_score": stage["calib_score"],
+            "best_epoch": best_epoch(record.stages), "calib_score": stage["calib_score"],
             "calib_by_epoch": " ".join(f"{s:.3f}" for s in curve),
             "train_s": round(stage["seconds"]), "s_per_epoch": round(stage["seconds"] / max(1, len(curve))),
             "dev_score (not used)": record.score,

@@ -242,13 +242,13 @@ def full_table(frame: pd.DataFrame) -> pd.DataFrame:
         for metric in sorted(set().union(*metrics)):
             row[metric] = metrics.map(lambda m: m.get(metric, np.nan)).mean()
         if "stages" in group:
-            row["best_epoch"] = [_best_epoch(s) for s in group.stages]
+            row["best_epoch"] = [best_epoch(s) for s in group.stages]
         row["train_s"] = pd.to_numeric(group.get("train_seconds"), errors="coerce").mean()
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _best_epoch(stages) -> Optional[int]:
+def best_epoch(stages) -> Optional[int]:
     """The epoch a stage's early stopping kept (1-based; the best calibration score, first on ties)."""
     scores = stages[0].get("epoch_scores") if isinstance(stages, list) and stages else None
     return int(np.argmax(scores)) + 1 if scores else None

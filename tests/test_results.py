@@ -3,7 +3,6 @@ versions of this checkout (``experiment=glue``), each point once, and the report
 byte)."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from omegaconf import OmegaConf
 
 from dynbench.cli import CONF_DIR, load_config
 from dynbench.method import get_method
-from dynbench.records import stable_hash
+from dynbench.records import RecordFile, stable_hash
 from dynbench.report import main as report_main
 from dynbench.runner import _identity
 from tests.conftest import ROOT
@@ -28,13 +27,9 @@ def _sweep() -> dict[str, list[str]]:
     return {key: str(value).split(",") for key, value in params.items()}
 
 
-def _point(record: dict) -> tuple:
-    return record["knob_value"], record.get("infer_knob_value")
-
-
 @pytest.mark.parametrize("path", RECORDS, ids=[p.stem for p in RECORDS])
 def test_every_record_is_of_this_checkouts_benchmark_config(path: Path) -> None:
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = RecordFile(path).records
     assert records, f"{path.name} is empty"
     first = records[0]
     sweep = _sweep()
@@ -53,12 +48,12 @@ def test_every_record_is_of_this_checkouts_benchmark_config(path: Path) -> None:
         assert record["method_version"] == version, f"{path.name}: method version {record['method_version']}"
         assert record["run_id"] == path.stem and not record["limited"]
         assert record["config"]["data"].startswith("tsv:"), "the benchmark runs on the original GLUE TSVs"
-    points = [_point(r) for r in records]
+    points = [RecordFile._key(r) for r in records]  # a record's knob point, as the runner keys it
     assert len(points) == len(set(points)), f"{path.name} holds a point twice"
 
 
 def _all_records() -> list[dict]:
-    return [json.loads(line) for path in RECORDS for line in path.read_text().splitlines() if line.strip()]
+    return [record for path in RECORDS for record in RecordFile(path).records]
 
 
 @pytest.mark.skipif(not RECORDS, reason="no benchmark records yet")
