@@ -1,9 +1,9 @@
 """What a one-pass knob sweep costs, as a ratio to one full-model evaluation of the same dev set.
 
-Loads the trained models from the stage cache (``python -m dynbench experiment=glue`` trains them; what is
-missing is trained here first, with the same stage keys), then times, interleaved in one process (median of
-``--repeats``): the full model over dev, and each exit method's ``sweep`` over dev with K = 10 and K = 20 knob
-values spread over its default grid.
+Loads the benchmark's trained models (``experiment=glue``, ``--seed``) from the stage cache (``python -m
+dynbench experiment=glue`` trains them; what is missing is trained here first, with the same stage keys), then
+times, interleaved in one process (median of ``--repeats``): the full model over dev, and each exit method's
+``sweep`` over dev with K = 10 and K = 20 knob values spread over its default grid.
 
     python benchmarks/sweep_cost.py --task mrpc
 """
@@ -21,8 +21,8 @@ from dynbench.runner import load_data, trained_model
 from dynbench.timing import interleaved_medians
 
 
-def trained(name: str, task: str):
-    cfg = load_config(f"method={name}", f"task={task}", "model=minilm")
+def trained(name: str, task: str, seed: int):
+    cfg = load_config("experiment=glue", f"method={name}", f"task={task}", f"seed={seed}")
     data = load_data(cfg)
     return (*trained_model(cfg, data), data, cfg)
 
@@ -38,14 +38,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="mrpc")
     ap.add_argument("--methods", nargs="+", default=["pabee", "deebert", "fastbert"])
+    ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None, help="default: results/glue/sweep_cost_<task>.json")
     args = ap.parse_args()
-    full, full_model, data, cfg = trained("full", args.task)
+    full, full_model, data, cfg = trained("full", args.task, args.seed)
     batches = list(data.loader(data.dev["validation"], cfg.eval.batch_size))
-    result = {"task": args.task, "eval_batch_size": cfg.eval.batch_size, "dev_examples": len(data.dev["validation"]),
-              "threads": torch.get_num_threads(), "methods": {}}
-    models = {name: trained(name, args.task)[:2] for name in args.methods}  # training needs gradients: first
+    result = {"task": args.task, "seed": args.seed, "eval_batch_size": cfg.eval.batch_size,
+              "dev_examples": len(data.dev["validation"]), "threads": torch.get_num_threads(), "methods": {}}
+    models = {name: trained(name, args.task, args.seed)[:2] for name in args.methods}  # training needs gradients: first
     with torch.no_grad():
         for name, (method, model) in models.items():
             grid = method.knob_values(model.backbone.num_layers)

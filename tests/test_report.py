@@ -18,7 +18,7 @@ def _record(method: str, knob_value, score: float, calib: float, speedup: float,
     return {"method": method, "task": "mrpc", "model": "minilm", "seed": 1, "knob": None if method == "full" else "k",
             "knob_value": knob_value, "score": score, "calib_score": calib, "flops": 1e9 / speedup,
             "flops_full": 1e9, "speedup_flops": speedup, "calib_speedup_flops": speedup * 1.01, "speedup_latency_b1": speedup * 0.9,
-            "speedup_throughput_eval": speedup * 0.8, "speedup_flops_b1_examples": speedup,
+            "speedup_latency_b1_range": [speedup * 0.85, speedup * 0.95], "speedup_throughput_eval": speedup * 0.8, "speedup_flops_b1_examples": speedup,
             "speedup_flops_eval_examples": speedup, "budget_hash": "b1", "limited": False,
             "fold_scores": folds or [score, score], "fold_score_se": [0.01, 0.01],
             "fold_speedup_flops": fold_speedups or [speedup, speedup]}
@@ -41,6 +41,9 @@ def test_operating_point_is_chosen_on_one_dev_half_and_read_on_the_other(tmp_pat
     half = 1.96 * (2 * 0.01 ** 2) ** 0.5 / 2
     assert (pabee.score_ci95_low, pabee.score_ci95_high) == (pytest.approx(0.70 - half), pytest.approx(0.70 + half))
     assert pabee.speedup_latency_b1_over_flops == pytest.approx(0.9)
+    # the clock's spread at the chosen points (3x and 2.05x), averaged over them as the speed-up is
+    assert pabee.speedup_latency_b1_low == pytest.approx((3.0 + 2.05) / 2 * 0.85)
+    assert pabee.speedup_latency_b1_high == pytest.approx((3.0 + 2.05) / 2 * 0.95)
     # half 1 has no DeeBERT point: a user would run the full model there (full's half-0 score, 1x)
     deebert = ops.loc["deebert"]
     assert deebert.knob_value == "1 | full" and deebert.score == pytest.approx((0.50 + 0.80) / 2)
