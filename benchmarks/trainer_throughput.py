@@ -79,7 +79,8 @@ def run_ours(cfg, data, steps: int) -> tuple[float, int]:
     train_cfg = dataclasses.replace(cfg.train, max_steps=steps)
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        _Run(model, stage, data, train_cfg, Path(out), cfg.seed, Logger(), False, cfg.eval.batch_size).run()
+        _Run(model, stage, data, train_cfg, train_cfg.epochs, Path(out), cfg.seed, Logger(), False,
+             cfg.eval.batch_size).run()
         seconds = time.perf_counter() - start
     batches = (batch for epoch in itertools.count()
                for batch in epoch_loader(data, cfg.train, cfg.seed, epoch))

@@ -118,6 +118,11 @@ class TrainConfig:
     head_lr_scale: float = 20.0
     # batches of examples of similar length (the HF Trainer's group_by_length sampler): less padding
     group_by_length: bool = True
+    # epochs of a stage that continues a trained model and keeps its last epoch (DeeBERT's off-ramps,
+    # FastBERT's distillation, DACT, two-stage token gates, TR-BERT's RL stages), at most `epochs`: with no
+    # calibration score to stop on, they would run the whole ceiling that early stopping keeps the fine-tune
+    # under; the papers' second stages train 3 (DeeBERT, TR-BERT) to 5 epochs (FastBERT). null: `epochs`
+    followup_epochs: Optional[float] = 3.0
     max_steps: Optional[int] = None  # caps the steps of every stage
     early_stopping_patience: Optional[int] = None  # epochs without a better calibration score
     # a seeded random subset of the training split (a budget cut for big tasks on CPU, e.g. SST-2): part of
@@ -130,6 +135,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("train: epochs, batch_size and lr must be positive")
+        if self.followup_epochs is not None and not self.followup_epochs > 0:
+            raise ValueError(f"train.followup_epochs: must be > 0 or null, got {self.followup_epochs}")
         if not self.head_lr_scale > 0:
             raise ValueError(f"train.head_lr_scale: must be > 0, got {self.head_lr_scale}")
         if not 0.0 <= self.warmup_fraction < 1.0:

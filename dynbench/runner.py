@@ -37,9 +37,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-# fields added after records and checkpoints existed, with the value that behaves as before they existed: left
-# out of keys while at it, so that existing run identities, budget hashes and cached stages stay valid
-_NEUTRAL_TRAIN = {"train_subset": None}
+# fields added after records and checkpoints existed, left out of keys at their default, so that existing run
+# identities, budget hashes and cached stages stay valid: either the default behaves as before the field
+# existed, or every method whose outputs it changes went up a version (followup_epochs: the methods with a
+# follow-up stage, whose stage signatures and records carry the version)
+_NEUTRAL_TRAIN = {"train_subset": None, "followup_epochs": 3.0}
 _NEUTRAL_ROOT = {"device": "cpu"}
 
 

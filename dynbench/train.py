@@ -146,17 +146,26 @@ def _rank(score: float) -> float:
     return -math.inf if math.isnan(score) else score
 
 
+def stage_epochs(stages: Sequence[Stage], i: int, cfg: TrainConfig) -> float:
+    """The epochs stage ``i`` trains: ``train.epochs``, except a follow-up stage (one after the first that
+    keeps its last epoch, having no ``predict`` to stop early on): ``train.followup_epochs``, at most
+    ``train.epochs``."""
+    if i > 0 and stages[i].predict is None and cfg.followup_epochs is not None:
+        return min(cfg.followup_epochs, cfg.epochs)
+    return cfg.epochs
+
+
 class _Run:
     """One stage's training loop: optimiser, schedule, epochs, best-epoch selection, resume points."""
 
-    def __init__(self, model: nn.Module, stage: Stage, data: TaskData, cfg: TrainConfig, folder: Path, seed: int,
-                 logger: Logger, progress: bool, eval_batch_size: int) -> None:
+    def __init__(self, model: nn.Module, stage: Stage, data: TaskData, cfg: TrainConfig, epochs: float,
+                 folder: Path, seed: int, logger: Logger, progress: bool, eval_batch_size: int) -> None:
         self.model, self.stage, self.data, self.cfg, self.folder = model, stage, data, cfg, folder
         self.seed, self.logger, self.progress, self.eval_batch_size = seed, logger, progress, eval_batch_size
         self.params = stage.trainable(model)
         self.device = device_of(model)
         self.steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
-        self.total = math.ceil(self.steps_per_epoch * cfg.epochs)
+        self.total = math.ceil(self.steps_per_epoch * epochs)
         if cfg.max_steps:
             self.total = min(self.total, cfg.max_steps)
         self.optimizer, self.scheduler = optimizer_and_schedule(model, self.params, stage, cfg, self.total)
@@ -278,8 +287,8 @@ def train_stages(model: nn.Module, stages: list[Stage], data: TaskData, cfg: Tra
                 folder.mkdir(parents=True, exist_ok=True)
                 if stage.setup is not None:
                     stage.setup(model)  # before any resume point loads: the model is what the earlier stages made
-                make = lambda: _Run(model, stage, data, cfg, folder, seed * 100 + i, logger, progress,  # noqa: E731
-                                    eval_batch_size)
+                make = lambda: _Run(model, stage, data, cfg, stage_epochs(stages, i, cfg), folder,  # noqa: E731
+                                    seed * 100 + i, logger, progress, eval_batch_size)
                 initial = _saved_state(model, stage)
                 try:
                     steps, seconds, best, scores = make().run()

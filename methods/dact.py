@@ -119,7 +119,9 @@ def dact_loss(rule: HaltingRule, tau: float, model: exits.MultiExitModel, batch:
 
 @register_method("dact", config=DactConfig)
 class Dact(exits.ExitMethod):
-    version = 2  # 2: the steps read the backbone's pooling and train at train.head_lr_scale
+    # 2: the steps read the backbone's pooling and train at train.head_lr_scale; 3: the DACT stage trains
+    # train.followup_epochs, not train.epochs
+    version = 3
     knob = Knob("tau", at="train")
     infer_knob = Knob("slack", at="infer")
 

@@ -41,7 +41,9 @@ def offramp_loss(model: exits.MultiExitModel, batch: Batch) -> torch.Tensor:
 
 @register_method("deebert", config=DeebertConfig)
 class Deebert(exits.ExitMethod):
-    version = 2  # 2: the off-ramps read the backbone's pooling and train at train.head_lr_scale
+    # 2: the off-ramps read the backbone's pooling and train at train.head_lr_scale; 3: they train
+    # train.followup_epochs, not train.epochs
+    version = 3
     knob = Knob("entropy", at="infer")
     classification_only = True
     rule = exits.StatelessRule(lambda z, threshold: exits.entropy(z) < threshold)

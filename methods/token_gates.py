@@ -169,8 +169,9 @@ def gates_loss(model: GatedClassifier, batch: Batch, lam: float, beta: float) ->
 class TokenGates(Method):
     # 2: straight-through hard gates in training, binary key weights at inference; 3: gates at 400x the lr;
     # 4: gates clipped to [0, 1] after every step (before, a straight-through clamp let them drift past 0 and 1);
-    # the head pools the tokens kept as the backbone was trained (model.pooling), at train.head_lr_scale
-    version = 4
+    # the head pools the tokens kept as the backbone was trained (model.pooling), at train.head_lr_scale;
+    # 5: the gate stage (after a plain fine-tune) trains train.followup_epochs, not train.epochs
+    version = 5
     knob = Knob("lambda", at="train")
 
     def default_knobs(self, num_layers: int) -> list[Any]:

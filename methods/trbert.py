@@ -184,8 +184,9 @@ def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
 class TrBert(Method):
     # 2: the policies train at policy_lr_scale x the lr (at 1x they barely moved from keep-all); 3: the copies
     # share the layers before the first selection point, and the policy stage samples 4 copies, not 8; 4: the
-    # classifier reads the backbone's pooling of the kept tokens and trains at train.head_lr_scale
-    version = 4
+    # classifier reads the backbone's pooling of the kept tokens and trains at train.head_lr_scale; 5: both RL
+    # stages train train.followup_epochs, not train.epochs
+    version = 5
     knob = Knob("alpha", at="train")
 
     def default_knobs(self, num_layers: int) -> list[Any]:

@@ -65,6 +65,16 @@ def test_a_training_subset_is_part_of_the_budget(config) -> None:
     assert sub["eval_examples"] == whole["eval_examples"]
 
 
+def test_follow_up_epochs_are_part_of_the_budget_and_their_default_keeps_earlier_keys(config) -> None:
+    from dynbench.runner import _identity, stage_key_base
+
+    default = config("method=deebert", "task=rte")
+    other = config("method=deebert", "task=rte", "train.followup_epochs=1")
+    assert default.train.followup_epochs == 3  # left out of keys: DeeBERT and the others went up a version instead
+    for keys in (stage_key_base, _identity):
+        assert "followup_epochs" not in keys(default, "d")["train"] and keys(other, "d") != keys(default, "d")
+
+
 def test_truncate_trains_one_model_per_k_and_saves_flops(config) -> None:
     records = run(config("method=truncate", "task=rte", "eval.timing=false"))
     assert [r["knob_value"] for r in records] == [1, 2]

@@ -25,9 +25,9 @@ def setup(config, tmp_path):
         torch.manual_seed(cfg.seed)
         return get_method(method)(cfg.method, cfg.task).build(load_backbone(cfg.model, cfg.seed), knob)
 
-    def train(model, stages, cache: Path | None = None):
-        return train_stages(model, stages, data, cfg.train, {"k": 1}, str(cache or tmp_path / "cache"), cfg.seed,
-                            Logger(), False, 8)
+    def train(model, stages, cache: Path | None = None, train_cfg=None):
+        return train_stages(model, stages, data, train_cfg or cfg.train, {"k": 1}, str(cache or tmp_path / "cache"),
+                            cfg.seed, Logger(), False, 8)
 
     return cfg, build, train
 
@@ -197,3 +197,24 @@ def test_length_grouped_batches_cover_every_example_once_with_little_padding(set
     assert all(torch.equal(a, b) for a, b in zip(first, batches(grouped, 0)))
     assert not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, batches(grouped, 1)))
     assert padding(first) < 0.5 * padding(batches(plain, 0))
+
+
+def test_a_follow_up_stage_trains_followup_epochs_and_a_stage_that_stops_early_trains_epochs(setup, tmp_path) -> None:
+    """A stage after the first that keeps its last epoch (DeeBERT's off-ramps here) trains
+    ``train.followup_epochs``, never more than ``train.epochs``; the first stage, and a later one with a
+    calibration prediction to stop on, train ``train.epochs``; null restores ``train.epochs`` everywhere."""
+    cfg, build, train = setup  # train.epochs = 2, 2 steps per epoch
+
+    def steps(followup, later_predicts: bool = False) -> list[int]:
+        model, method = build("deebert"), get_method("deebert")(cfg.method, cfg.task)
+        stages = method.stages(model, None)
+        assert stages[1].predict is None  # the off-ramps keep their last epoch
+        if later_predicts:
+            stages[1] = dataclasses.replace(stages[1], predict=lambda m, b: method.infer(m, b, 0.0).logits)
+        train_cfg = dataclasses.replace(cfg.train, followup_epochs=followup)
+        return [r.steps for r in train(model, stages, tmp_path / f"{followup}-{later_predicts}", train_cfg)]
+
+    assert steps(1) == [4, 2]
+    assert steps(5) == [4, 4]  # at most train.epochs
+    assert steps(None) == [4, 4]
+    assert steps(1, later_predicts=True) == [4, 4]
