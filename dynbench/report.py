@@ -242,8 +242,9 @@ def head_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def full_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per task, model and budget: the full model's dev score and each metric (mean ± std over seeds), the
-    per-seed scores, and its training (epochs kept by early stopping on calibration, seconds): the baseline
-    every method's curve is read against."""
+    per-seed scores, and its training (the epoch early stopping on calibration kept, the epochs run, seconds
+    in all and per epoch, which sizes every other method's training): the baseline every method's curve is
+    read against."""
     full = frame[frame.method == "full"].drop_duplicates(subset=[*RUN, "budget_hash"], keep="last")
     rows = []
     for (task, model, budget), group in full.groupby(["task", "model", "budget_hash"]):
@@ -255,9 +256,13 @@ def full_table(frame: pd.DataFrame) -> pd.DataFrame:
         metrics = metrics.map(lambda m: m if isinstance(m, dict) else {})
         for metric in sorted(set().union(*metrics)):
             row[metric] = metrics.map(lambda m: m.get(metric, np.nan)).mean()
+        seconds = pd.to_numeric(group.get("train_seconds"), errors="coerce")
         if "stages" in group:
             row["best_epoch"] = [best_epoch(s) for s in group.stages]
-        row["train_s"] = pd.to_numeric(group.get("train_seconds"), errors="coerce").mean()
+            epochs = group.stages.map(epochs_run)
+            row["epochs_run"] = list(epochs)
+            row["s_per_epoch"] = (seconds / epochs.astype(float)).mean()
+        row["train_s"] = seconds.mean()
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -266,6 +271,12 @@ def best_epoch(stages) -> Optional[int]:
     """The epoch a stage's early stopping kept (1-based; the best calibration score, first on ties)."""
     scores = stages[0].get("epoch_scores") if isinstance(stages, list) and stages else None
     return int(np.argmax(scores)) + 1 if scores else None
+
+
+def epochs_run(stages) -> Optional[int]:
+    """How many epochs a stage ran before it finished or stopped early (its calibration scores, one each)."""
+    scores = stages[0].get("epoch_scores") if isinstance(stages, list) and stages else None
+    return len(scores) if scores else None
 
 
 def compute_table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -103,6 +103,7 @@ def test_full_table_gives_mean_std_per_seed_scores_metrics_and_the_kept_epoch(tm
     assert row.score == pytest.approx(0.82) and row.score_std == pytest.approx(np.std([0.80, 0.84], ddof=1))
     assert row.accuracy == pytest.approx(0.81) and row.f1 == pytest.approx(0.83)
     assert row.best_epoch == [3, 2] and row.train_s == pytest.approx(150.0)  # ties: the first best epoch
+    assert row.epochs_run == [3, 4] and row.s_per_epoch == pytest.approx((100 / 3 + 200 / 4) / 2)
 
 
 def test_compute_table_counts_each_trained_stage_once_where_it_was_trained(tmp_path) -> None:
