@@ -267,15 +267,20 @@ def full_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _first_stage_scores(stages) -> Optional[list[float]]:
+    """The calibration score after each epoch of a record's first stage (None where it kept none)."""
+    return stages[0].get("epoch_scores") if isinstance(stages, list) and stages else None
+
+
 def best_epoch(stages) -> Optional[int]:
     """The epoch a stage's early stopping kept (1-based; the best calibration score, first on ties)."""
-    scores = stages[0].get("epoch_scores") if isinstance(stages, list) and stages else None
+    scores = _first_stage_scores(stages)
     return int(np.argmax(scores)) + 1 if scores else None
 
 
 def epochs_run(stages) -> Optional[int]:
     """How many epochs a stage ran before it finished or stopped early (its calibration scores, one each)."""
-    scores = stages[0].get("epoch_scores") if isinstance(stages, list) and stages else None
+    scores = _first_stage_scores(stages)
     return len(scores) if scores else None
 
 
