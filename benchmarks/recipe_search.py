@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dynbench.report import best_epoch, load_records
+from dynbench.report import best_epoch, epochs_run, load_records
 
 
 def search_table(folder: Path, choose: bool = True) -> pd.DataFrame:
@@ -28,7 +28,7 @@ def search_table(folder: Path, choose: bool = True) -> pd.DataFrame:
             "task": record.task, "lr": record.config["train"]["lr"], "seed": record.seed,
             "head_lr_scale": record.config["train"]["head_lr_scale"],
             "patience": record.config["train"]["early_stopping_patience"],
-            "max_epochs": record.config["train"]["epochs"], "epochs_run": len(curve),
+            "max_epochs": record.config["train"]["epochs"], "epochs_run": epochs_run(record.stages),
             "best_epoch": best_epoch(record.stages), "calib_score": stage["calib_score"],
             "calib_by_epoch": " ".join(f"{s:.3f}" for s in curve),
             "train_s": round(stage["seconds"]), "s_per_epoch": round(stage["seconds"] / max(1, len(curve))),

@@ -46,7 +46,8 @@ def main() -> None:
     batches = list(data.loader(data.dev["validation"], cfg.eval.batch_size))
     result = {"task": args.task, "seed": args.seed, "eval_batch_size": cfg.eval.batch_size,
               "dev_examples": len(data.dev["validation"]), "threads": torch.get_num_threads(), "methods": {}}
-    models = {name: trained(name, args.task, args.seed)[:2] for name in args.methods}  # training needs gradients: first
+    # training needs gradients: train (or load) every model before timing under no_grad
+    models = {name: trained(name, args.task, args.seed)[:2] for name in args.methods}
     with torch.no_grad():
         for name, (method, model) in models.items():
             grid = method.knob_values(model.backbone.num_layers)
