@@ -26,6 +26,8 @@ FAILED = "FAILED"  # marker file a failed multirun job leaves in its output fold
 GROUPS = ("method", "task", "model", "train", "logger", "experiment")
 
 import_methods()  # registers every method's config schema before Hydra composes
+# ``${eq:${seed},1}`` in a config: true for one value of another key (experiment=glue times seed 1 only)
+OmegaConf.register_new_resolver("eq", lambda left, right: left == right, replace=True)
 
 
 def validate(cfg: DictConfig) -> RootConfig:

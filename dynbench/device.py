@@ -5,7 +5,9 @@ Data loaders and traces stay on the CPU; models and the batches they read go to 
 """
 from __future__ import annotations
 
-from typing import Callable
+import os
+import platform
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -24,6 +26,23 @@ def resolve(name: str) -> torch.device:
             raise DynbenchError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                                 f"numbered from 0")
     return device
+
+
+def describe(device: torch.device) -> dict[str, Any]:
+    """The machine a record's seconds were measured on: the benchmark runs in pieces on whatever machine each
+    sitting gets, and an epoch or a timing ratio means little without it (seen here: the same MRPC epoch at one
+    thread took 149 s on one 2-core machine and 508 s on another, AVX2 only)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    machine = {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
+               "torch": torch.__version__}
+    if device.type == "cuda":
+        machine["gpu"] = torch.cuda.get_device_name(device)
+    return machine
 
 
 def device_of(model: nn.Module) -> torch.device:

@@ -17,7 +17,7 @@ import torch
 from dynbench.backbone import load_backbone, load_tokenizer
 from dynbench.config import RootConfig
 from dynbench.data import TaskData, load_task
-from dynbench.device import resolve
+from dynbench.device import describe, resolve
 from dynbench.evaluate import evaluate
 from dynbench.loggers import Logger, make_logger
 from dynbench.method import Method, get_method
@@ -183,7 +183,7 @@ def _train_and_evaluate(cfg: RootConfig, method: Method, reference: torch.nn.Mod
     progress = cfg.progress
     # the code that runs is the code imported at start: read the commit now, not when a record is written
     # (a long run outlives commits made beside it)
-    provenance = {"git_commit": git_commit(), "git_dirty": git_dirty()}
+    provenance = {"git_commit": git_commit(), "git_dirty": git_dirty(), "machine": describe(resolve(cfg.device))}
     for train_value, sweep in groups:
         model, stages = _build_and_train(cfg, method, data, train_value, logger)
         for result in evaluate(method, model, reference, data, sweep, cfg.eval, progress, cfg.seed):

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from dynbench.errors import DynbenchError
 from dynbench.runner import run
@@ -26,6 +28,10 @@ def test_full_run_writes_one_record_with_every_contract_field(config) -> None:
     assert record["eval_seconds"] > 0 and record["timing_seconds"] > 0 and record["train_seconds"] > 0
     [path] = list(Path(cfg.results_dir).glob("*.jsonl"))
     assert json.loads(path.read_text()) == record
+    # the seconds above are this machine's: the record says which (the benchmark runs on many)
+    assert record["machine"]["cores"] == os.cpu_count() and record["machine"]["torch"] == torch.__version__
+    assert record["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert record["machine"]["cpu"] and "gpu" not in record["machine"]
 
 
 def test_rerun_neither_duplicates_nor_retrains(config) -> None:
