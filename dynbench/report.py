@@ -21,7 +21,7 @@ import html
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import matplotlib
 import numpy as np
@@ -284,10 +284,20 @@ def epochs_run(stages) -> Optional[int]:
     return len(scores) if scores else None
 
 
+def machine_name(machine: Any) -> str:
+    """A record's ``machine`` in one cell: CPU, its vector capability and cores (and the GPU where one ran)."""
+    if not isinstance(machine, dict):
+        return "not recorded"
+    name = f"{machine.get('cpu')} ({machine.get('cpu_capability')}, {machine.get('cores')} cores)"
+    return f"{name}, {machine['gpu']}" if machine.get("gpu") else name
+
+
 def compute_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per task and method, where the wall time went (seconds, all seeds and budgets): training, evaluation
-    passes and wall-clock timing, and the total. Each stage counts once, with the run that trained it, or, where
-    none of these records trained it (a cache filled elsewhere), with the first run that reused it."""
+    """Per task, method and machine, where the wall time went (seconds, all seeds and budgets): training,
+    evaluation passes and wall-clock timing, and the total. Each stage counts once, with the run that trained it,
+    or, where none of these records trained it (a cache filled elsewhere), with the first run that reused it.
+    Seconds on different machines are not one unit (a benchmark run in pieces meets several), so each machine
+    has its own row; records from before they named it count as ``not recorded``."""
     stages = frame["stages"] if "stages" in frame else pd.Series([None] * len(frame), index=frame.index)
     listed = [(i, stage) for i, value in stages.items() for stage in (value if isinstance(value, list) else [])]
     trained_here = {stage.get("key") for _, stage in listed if not stage.get("reused")}
@@ -299,9 +309,11 @@ def compute_table(frame: pd.DataFrame) -> pd.DataFrame:
     train_by_row = pd.Series(0.0, index=frame.index)
     for i, seconds in owner.values():
         train_by_row[i] += seconds
+    machines = frame["machine"] if "machine" in frame else pd.Series([None] * len(frame), index=frame.index)
+    machine = machines.map(machine_name)
     rows = []
-    for (task, method), group in frame.groupby(["task", "method"]):
-        row = {"task": task, "method": method, "train_s": train_by_row[group.index].sum()}
+    for (task, method, name), group in frame.groupby([frame["task"], frame["method"], machine]):
+        row = {"task": task, "method": method, "machine": name, "train_s": train_by_row[group.index].sum()}
         for column, name in (("eval_seconds", "eval_s"), ("timing_seconds", "timing_s")):
             row[name] = pd.to_numeric(group[column], errors="coerce").sum() if column in group else np.nan
         row["total_s"] = np.nansum([row["train_s"], row["eval_s"], row["timing_s"]])
@@ -515,7 +527,7 @@ def write_report(folder: Path, axes: tuple[str, ...] = ("flops",), wandb_project
         ("full", "The full model (dev score, mean and std over seeds; the epoch early stopping kept on calibration)"),
         ("heads", "Internal classifiers (dev score of the classifier after each layer, on every example)"),
         ("compute", "Where the time went (seconds: training of the stages each method's runs trained, evaluation "
-                    "passes, wall-clock timing)"),
+                    "passes, wall-clock timing; per machine)"),
         ("points", "Points (every knob value; dev scores; mean over seeds)")))
     (folder / "summary.md").write_text(text)
     plots = ([p for a in axes for p in plot_curves(frame, folder, a)] + plot_exits(frame, folder)

@@ -124,6 +124,20 @@ def test_compute_table_counts_each_trained_stage_once_where_it_was_trained(tmp_p
     assert table.train_s.to_dict() == {"deebert": 50.0, "full": 600.0, "pabee": 7.0}
     assert table.eval_s.to_dict() == {"deebert": 4.0, "full": 2.0, "pabee": 4.0}
     assert table.total_s["deebert"] == pytest.approx(50.0 + 4.0 + 6.0)
+    assert set(table.machine) == {"not recorded"}  # records from before they named their machine
+
+
+def test_compute_table_keeps_each_machines_seconds_apart(tmp_path) -> None:
+    """The benchmark runs in pieces on whatever machine a sitting gets: seconds of two machines are not summed."""
+    fast = {"cpu": "Xeon", "cpu_capability": "AVX512", "cores": 2, "torch": "2.13.0"}
+    slow = fast | {"cpu": "EPYC", "cpu_capability": "AVX2"}
+    records = [_record("pabee", p, 0.8, 0.8, 1.5) | {"eval_seconds": 1.0, "timing_seconds": 0.0, "machine": m,
+                                                      "stages": [{"name": "s", "key": f"k{p}", "seconds": 100.0 * p,
+                                                                  "reused": False}]}
+               for p, m in ((1, fast), (2, slow), (3, slow))]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    table = compute_table(load_records(tmp_path)).set_index("machine")
+    assert table.train_s.to_dict() == {"Xeon (AVX512, 2 cores)": 100.0, "EPYC (AVX2, 2 cores)": 500.0}
 
 
 def test_pareto_front_interpolation_and_area_on_hand_made_points() -> None:
