@@ -173,9 +173,10 @@ class _Run:
 
     def _save_resume_point(self, epoch: int, step: int, best: Optional[float], stale: int, seconds: float,
                            improved: bool, scores: list[float]) -> None:
-        """Everything needed to resume after ``epoch``, written to a fresh folder that then replaces
-        ``partial/`` (a kill in between leaves either the old resume point or none, never a mix)."""
-        new, part, old = self.folder / "partial.new", self.folder / "partial", self.folder / "partial.old"
+        """Everything needed to resume after ``epoch``, written to a fresh folder (``state.json`` last, so a
+        folder that has it is whole) that then replaces ``partial/``: a kill at any point leaves a whole resume
+        point, the new or the old one, never a mix (``_promote`` finishes a replacement a kill interrupted)."""
+        new, part = self.folder / "partial.new", self.folder / "partial"
         shutil.rmtree(new, ignore_errors=True)
         new.mkdir(parents=True)
         state = _saved_state(self.model, self.stage)
@@ -188,12 +189,23 @@ class _Run:
                     "rng": torch.get_rng_state()}, new / "optim.pt")
         atomic_write_text(new / "state.json", json.dumps(
             {"epoch": epoch, "step": step, "best": best, "stale": stale, "seconds": seconds, "scores": scores}))
+        self._promote()
+
+    def _promote(self) -> None:
+        """Make a whole ``partial.new/`` the resume point ``partial/``. A kill can stop this anywhere (seen
+        here: a job stopped during the last ``rmtree`` left a half-deleted ``partial.old/``, onto which the next
+        epoch's rename failed), so every step tolerates what an earlier, interrupted call left behind."""
+        new, part, old = self.folder / "partial.new", self.folder / "partial", self.folder / "partial.old"
+        if not (new / "state.json").exists():
+            return
+        shutil.rmtree(old, ignore_errors=True)
         if part.exists():
             part.rename(old)
         new.rename(part)
         shutil.rmtree(old, ignore_errors=True)
 
     def _resume(self) -> tuple[int, int, Optional[float], int, float, list[float]]:
+        self._promote()  # a whole new resume point that a kill kept from replacing the old one is the latest
         part = self.folder / "partial"
         if not (part / "state.json").exists():
             return 0, 0, None, 0, 0.0, []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,41 @@ def test_a_killed_stage_resumes_and_ends_where_an_uninterrupted_one_ends(setup, 
     straight = build()
     train(straight, [plain_finetune(2)], cache=tmp_path / "straight")
     assert _same(_weights(resumed), _weights(straight))
+
+
+def test_a_kill_while_a_resume_point_is_replaced_loses_neither_it_nor_the_next(setup, tmp_path) -> None:
+    """A kill between writing ``partial.new/`` and replacing ``partial/`` with it, after an earlier kill left a
+    half-deleted ``partial.old/``: the resume takes the newest whole point and the next epochs save past the
+    leftovers."""
+    cfg, build, setup_train = setup
+    three = dataclasses.replace(cfg.train, epochs=3)
+
+    def train(model, stages, cache=None):
+        return setup_train(model, stages, cache, three)
+
+    with pytest.raises(KeyboardInterrupt):  # dies at the start of epoch 2: the resume point is epoch 1's
+        train(build(), [dataclasses.replace(plain_finetune(3), loss=_dies_at_call(3))])
+    [part] = list((tmp_path / "cache" / "stages").glob("*/partial"))
+    shutil.copytree(part, tmp_path / "epoch1")
+    with pytest.raises(KeyboardInterrupt):  # resumed, dies at the start of epoch 3: epoch 2's
+        train(build(), [dataclasses.replace(plain_finetune(3), loss=_dies_at_call(3))])
+    part.rename(part.parent / "partial.new")  # epoch 2's, written whole but not yet in place
+    shutil.copytree(tmp_path / "epoch1", part)  # the point it was about to replace
+    (part.parent / "partial.old").mkdir()
+    (part.parent / "partial.old" / "optim.pt").write_bytes(b"left by a kill during the last rmtree")
+    calls = {"n": 0}
+
+    def counted(model, batch):
+        calls["n"] += 1
+        return task_loss(model(batch).logits, batch["labels"])
+
+    resumed = build()
+    [r] = train(resumed, [dataclasses.replace(plain_finetune(3), loss=counted)])
+    assert calls["n"] == r.steps // 3  # only epoch 3 ran: the resume took epoch 2's point
+    straight = build()
+    train(straight, [plain_finetune(3)], cache=tmp_path / "straight")
+    assert _same(_weights(resumed), _weights(straight))
+    assert not list(part.parent.glob("partial*"))  # finished: no resume point is left behind
 
 
 def test_a_corrupt_checkpoint_is_detected_and_retrained(setup, tmp_path) -> None:
