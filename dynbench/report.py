@@ -63,7 +63,7 @@ def load_records(folder: Path) -> pd.DataFrame:
     if not rows:
         raise DynbenchError(f"no records (*.jsonl) under {folder}")
     frame = pd.DataFrame(rows)
-    for column in ("budget_hash", "infer_knob", "infer_knob_value", "limited", "knob_at"):
+    for column in ("budget_hash", "infer_knob", "infer_knob_value", "limited", "knob_at", "machine"):
         if column not in frame:
             frame[column] = None
     frame["budget_hash"] = frame["budget_hash"].fillna("")
@@ -309,11 +309,10 @@ def compute_table(frame: pd.DataFrame) -> pd.DataFrame:
     train_by_row = pd.Series(0.0, index=frame.index)
     for i, seconds in owner.values():
         train_by_row[i] += seconds
-    machines = frame["machine"] if "machine" in frame else pd.Series([None] * len(frame), index=frame.index)
-    machine = machines.map(machine_name)
     rows = []
-    for (task, method, name), group in frame.groupby([frame["task"], frame["method"], machine]):
-        row = {"task": task, "method": method, "machine": name, "train_s": train_by_row[group.index].sum()}
+    for (task, method, machine), group in frame.groupby([frame["task"], frame["method"],
+                                                         frame["machine"].map(machine_name)]):
+        row = {"task": task, "method": method, "machine": machine, "train_s": train_by_row[group.index].sum()}
         for column, name in (("eval_seconds", "eval_s"), ("timing_seconds", "timing_s")):
             row[name] = pd.to_numeric(group[column], errors="coerce").sum() if column in group else np.nan
         row["total_s"] = np.nansum([row["train_s"], row["eval_s"], row["timing_s"]])
