@@ -44,7 +44,7 @@ def test_multirun_keeps_going_past_a_failing_job(tmp_path) -> None:
     assert len(records) == 3  # full + truncate k=1,2
 
 
-@pytest.mark.parametrize("args, message", [
+BAD_INPUT = [
     (["method=pabe"], "error: unknown method 'pabe'"),
     (["task=mnli2"], "choose from: cola, mnli, mrpc, qnli, qqp, rte, sst2, stsb, wnli"),
     (["model=bert"], "unknown model 'bert'"),
@@ -52,12 +52,50 @@ def test_multirun_keeps_going_past_a_failing_job(tmp_path) -> None:
     (["train.lr=-1"], "error: bad config: train: epochs, batch_size and lr must be positive"),
     (["train.epoch=3"], "error: bad config: no key 'train.epoch' (did you mean train.epochs?)"),
     (["data_dir=/nowhere"], "error: data_dir=/nowhere has no folder MRPC/"),
-])
-def test_bad_input_gives_one_clear_line(tmp_path, args: list[str], message: str) -> None:
-    out = dynbench(tmp_path, *SMOKE, *args)
+]
+# every bad input through ``entry`` (what ``python -m dynbench`` runs) in one process, each one's exit message:
+# one start of Python and its imports instead of seven
+ENTRIES = """import json, os, sys
+from hydra.core.global_hydra import GlobalHydra
+from dynbench.cli import entry
+exits = []
+for args in json.loads(sys.argv[1]):
+    GlobalHydra.instance().clear()
+    os.environ.pop("HYDRA_FULL_ERROR", None)  # entry sets it for Hydra; left set, it reads as the user's
+    sys.argv = ["dynbench", *args]
+    try:
+        entry()
+        exits.append(None)
+    except SystemExit as done:
+        exits.append(done.code)
+print(json.dumps(exits))
+"""
+
+
+@pytest.fixture(scope="module")
+def bad_input_exits(tmp_path_factory) -> list:
+    tmp_path = tmp_path_factory.mktemp("bad_input")
+    cases = [[*SMOKE, *args, f"hydra.run.dir={tmp_path}/run{i}", f"results_dir={tmp_path}/results"]
+             for i, (args, _) in enumerate(BAD_INPUT)]
+    env = {**os.environ, "GLUE_DIR": str(GLUE), "DYNBENCH_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", ENTRIES, json.dumps(cases)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=[" ".join(args) for args, _ in BAD_INPUT])
+def test_bad_input_gives_one_clear_line(bad_input_exits: list, case: int) -> None:
+    message = bad_input_exits[case]
+    assert isinstance(message, str) and "\n" not in message  # exits non-zero, with one line
+    assert BAD_INPUT[case][1] in message
+
+
+def test_a_bad_input_ends_the_command_with_its_line(tmp_path) -> None:
+    out = dynbench(tmp_path, *SMOKE, "data_dir=/nowhere")
     assert out.returncode != 0
-    last = out.stderr.strip().splitlines()[-1]
-    assert message in last, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1] == ("error: data_dir=/nowhere has no folder MRPC/ for task mrpc; "
+                                                   "point GLUE_DIR or data_dir at a GLUE copy")
 
 
 def test_every_conf_method_is_registered_and_back() -> None:

@@ -69,10 +69,12 @@ def test_runs_started_together_add_up_and_make_what_they_share_once(tmp_path) ->
     assert "".join(outputs.values()).count("tokenising rte into") == 1
 
 
-def test_a_joblib_multirun_trains_the_stage_its_jobs_share_once(tmp_path) -> None:
+def test_a_joblib_multirun_writes_every_jobs_records_and_trains_the_stage_they_share_once(tmp_path) -> None:
     _outputs(tmp_path, {"sweep": _start(tmp_path, "sweep", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                                        "method=full,deebert")})
-    assert _trained(_records(tmp_path, "full"))[0] + _trained(_records(tmp_path, "deebert"))[0] == 1
+                                        "method=full,deebert", "method.knobs=null")})
+    full, deebert = _records(tmp_path, "full"), _records(tmp_path, "deebert")
+    assert len(full) == 1 and len({r["knob_value"] for r in deebert}) == len(deebert) > 10  # deebert's grid
+    assert _trained(full)[0] + _trained(deebert)[0] == 1
     jobs = "".join(p.read_text() for p in (tmp_path / "sweep").glob("*/*.log"))
     assert (jobs.count("plain_finetune: trained"), jobs.count("plain_finetune: reused")) == (1, 1)
 

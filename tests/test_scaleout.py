@@ -1,5 +1,5 @@
-"""Sweeps beyond one process: Hydra multiruns through the joblib and submitit-local launchers on the tiny
-model, threads per job, and the wandb logger offline (no account, no network)."""
+"""Sweeps beyond one process: a Hydra multirun through the submitit-local launcher on the tiny model (joblib's:
+tests/test_concurrency.py), threads per job, and the wandb logger offline (no account, no network)."""
 from __future__ import annotations
 
 import json
@@ -24,12 +24,6 @@ def _multirun(tmp_path: Path, *launcher: str) -> dict[str, list[dict]]:
     assert done.returncode == 0, done.stderr[-3000:]
     return {p.name.split("-")[0]: [json.loads(line) for line in p.read_text().splitlines()]
             for p in (tmp_path / "results").glob("*.jsonl")}
-
-
-def test_joblib_multirun_runs_every_job_and_writes_its_records(tmp_path) -> None:
-    records = _multirun(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
-    assert sorted(records) == ["full", "truncate"]
-    assert [r["knob_value"] for r in records["truncate"]] == [1, 2]
 
 
 def test_submitit_local_multirun_runs_every_job_and_writes_its_records(tmp_path) -> None:

@@ -103,9 +103,12 @@ def test_trace_flops_equal_the_counter_when_tokens_leave(monkeypatch) -> None:
         assert cost.flops(out.trace).item() == pytest.approx(counted, rel=0.01)
 
 
-def test_a_ranking_that_closes_no_token_present_is_the_plain_model_bit_for_bit(monkeypatch) -> None:
+def test_a_ranking_that_closes_no_token_present_is_the_plain_model(monkeypatch) -> None:
     """Gates closed from rank 8, which no row reaches (lengths 7, 5, 3) but the batch's width (10) does: the
-    layer before layer 2 keeps its attention, the tokens are ranked and gathered, and only the padding goes."""
+    layer before layer 2 keeps its attention, the tokens are ranked and gathered, and only the padding goes.
+    Equal to rounding, not bit for bit: the gathered sequence runs 7 wide where the plain model runs 10 wide,
+    and how a CPU's kernels block a matrix depends on its width (an AVX2 machine differs by 4e-9 here, while
+    closing one real token moves the logits by 2e-2)."""
     model = _model()
     with torch.no_grad():
         model.gates[:, 8:] = 0.0
@@ -118,7 +121,7 @@ def test_a_ranking_that_closes_no_token_present_is_the_plain_model_bit_for_bit(m
         plain = final_output(model, batch)
     assert ranked == [0]  # then the sequence is 7 long, and a gate closed from rank 8 needs no ranking
     assert gated.trace.equal(plain.trace)
-    assert torch.equal(gated.logits, plain.logits)
+    torch.testing.assert_close(gated.logits, plain.logits, rtol=1e-6, atol=1e-7)
 
 
 def test_all_open_gates_in_training_rank_every_layer_and_still_give_the_plain_model() -> None:
