@@ -1,14 +1,17 @@
 """GLUE's metrics from scikit-learn and scipy; the primary score is the mean of a task's metrics (GLUE).
 
-A score is computed by scikit-learn and scipy. Its bootstrap resamples are scored by the same formulas
-written once more for a whole stack of resamples at a time (``_ROWWISE``): scikit-learn's input checks cost
-about 3 ms a call, and an evaluated point draws 3,000 resamples (its interval and both folds' errors), which
-was most of a small run's time. ``tests/test_metrics.py`` holds the two to each other.
+A score is computed by scikit-learn and scipy. Its bootstrap resamples are scored a whole stack at a time
+(``_ROWWISE``): Pearson and Spearman by scipy along an axis, accuracy, F1 and MCC by sklearn's formulas written
+for a stack. sklearn's input checks cost about 3 ms a call, and an evaluated point draws 3,000 resamples (its
+interval and both folds' errors), which was most of a small run's time. ``tests/test_metrics.py`` holds the
+two ways to each other.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
-from scipy.stats import pearsonr, rankdata, spearmanr
+from scipy.stats import ConstantInputWarning, pearsonr, rankdata, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from dynbench.config import TaskConfig
@@ -47,7 +50,8 @@ def primary_score(task: TaskConfig, logits: dict[str, np.ndarray], labels: dict[
 
 
 def _f1(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Binary F1 of the positive class 1, per row; 0 where a row has no positive label or answer (as sklearn)."""
+    """Binary F1 of the positive class 1, per row; 0 where a row has no positive label or answer (as sklearn).
+    Labels are 0 and 1 (the F1 tasks are binary; ``split_metrics``, which scores every point first, refuses others)."""
     tp, fp, fn = ((p == 1) & (y == 1)).sum(1), ((p == 1) & (y != 1)).sum(1), ((p != 1) & (y == 1)).sum(1)
     return np.divide(2.0 * tp, 2 * tp + fp + fn, out=np.zeros(len(y)), where=2 * tp + fp + fn > 0)
 
@@ -66,12 +70,10 @@ def _mcc(y: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 
 def _pearson(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Pearson's r per row; NaN where a row's labels or answers are all equal (as scipy, which tests equality:
-    the centred values of a constant row need not be exactly 0)."""
-    constant = (y == y[:, :1]).all(1) | (p == p[:, :1]).all(1)
-    y, p = y - y.mean(1, keepdims=True), p - p.mean(1, keepdims=True)
-    denom = np.sqrt((y * y).sum(1) * (p * p).sum(1))
-    return np.divide((y * p).sum(1), denom, out=np.full(len(y), np.nan), where=~constant & (denom > 0))
+    """Pearson's r per row, by scipy (NaN where a row's labels or answers are all equal)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)  # a resample of one label value: NaN, as it should
+        return pearsonr(y, p, axis=1).statistic
 
 
 _ROWWISE = {
@@ -84,17 +86,22 @@ _ROWWISE = {
 
 
 def _bootstrap_draws(task: TaskConfig, logits: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                     resamples: int, seed: int) -> np.ndarray:
+                     resamples: int, seed: int, chunk: int = 100) -> np.ndarray:
     """Primary scores of ``resamples`` bootstrap resamples of the evaluation examples (each split resampled on
-    its own, as the score averages the splits); NaN where a resample's score is undefined."""
+    its own, as the score averages the splits); NaN where a resample's score is undefined. Scored ``chunk``
+    resamples at a time, so that memory stays at ``chunk`` x the split's size (QQP's dev set: 40,430)."""
     rng = np.random.default_rng(seed)
-    picks = [{s: rng.integers(0, len(y), len(y)) for s, y in labels.items()} for _ in range(resamples)]
-    by_split = []
-    for s, y in labels.items():
-        rows = np.stack([pick[s] for pick in picks])  # [resamples, N]
-        preds = predictions(task, logits[s])
-        by_split.append(np.mean([_ROWWISE[name](y[rows], preds[rows]) for name in task.metrics], axis=0))
-    return np.mean(by_split, axis=0)
+    preds = {s: predictions(task, logits[s]) for s in labels}
+    draws = []
+    for start in range(0, resamples, chunk):
+        rows = {s: np.empty((min(chunk, resamples - start), len(y)), np.intp) for s, y in labels.items()}
+        for r in range(len(next(iter(rows.values())))):
+            for s, y in labels.items():  # one resample's splits in turn: the order the draws have always had
+                rows[s][r] = rng.integers(0, len(y), len(y))
+        by_split = [np.mean([_ROWWISE[name](labels[s][i], preds[s][i]) for name in task.metrics], axis=0)
+                    for s, i in rows.items()]
+        draws.append(np.mean(by_split, axis=0))
+    return np.concatenate(draws)
 
 
 def bootstrap_ci(task: TaskConfig, logits: dict[str, np.ndarray], labels: dict[str, np.ndarray],

@@ -37,7 +37,8 @@ Choices of dynbench where the paper's method section is not public (METHODS.md Â
   keep it: below ``beta / S_2`` (1/200 for MiniLM at the default beta) no gate is pulled shut at all, above
   ``beta / S_L`` (1/60) every layer's gates are, and lambda then weighs the cost against the task. Where the task's
   pull lies shows on real data: on MRPC and RTE with MiniLM, lambda = 0.0075 already keeps about half the
-  tokens past layer 1 and 0.03 only ``[CLS]``, so the default grid spans 0 to 0.03, densest below 0.015.
+  tokens past layer 1 and 0.03 only ``[CLS]``; under the current protocol 0.015 already closes every gate but
+  ``[CLS]``'s from layer 3 on MRPC, so the default grid (``LAMBDA_GRID``) spans 0.0025 to 0.0075.
 - Two stages (default): the cached plain fine-tune, then gates and backbone together, the gates at
   ``gate_lr_scale`` Ã— the lr (400: 2e-2 at the default lr, above the 1e-4..1e-2 over which PoWER-BERT tunes
   its retention parameters). Adam moves a parameter by at most about its lr per step, so the lr bounds how far a gate can

@@ -27,10 +27,13 @@ with exclusive(Path(sys.argv[1]), "the test's holder"):
 
 
 def _start(tmp_path: Path, name: str, *args: str) -> subprocess.Popen:
-    """``python -m dynbench`` of this checkout (``cwd``), with its output in ``<tmp_path>/<name>.log``."""
+    """``python -m dynbench`` of this checkout (``cwd``), with its output in ``<tmp_path>/<name>.log``; ``args``
+    replace ``TINY``'s settings of the same keys."""
+    keys = {arg.partition("=")[0] for arg in args}
+    tiny = [arg for arg in TINY if arg.partition("=")[0] not in keys]
     with open(tmp_path / f"{name}.log", "w") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "dynbench", *args, *TINY, f"results_dir={tmp_path / 'results'}",
+            [sys.executable, "-m", "dynbench", *args, *tiny, f"results_dir={tmp_path / 'results'}",
              f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / name}", f"hydra.sweep.dir={tmp_path / name}"],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
@@ -71,7 +74,7 @@ def test_runs_started_together_add_up_and_make_what_they_share_once(tmp_path) ->
 
 def test_a_joblib_multirun_writes_every_jobs_records_and_trains_the_stage_they_share_once(tmp_path) -> None:
     _outputs(tmp_path, {"sweep": _start(tmp_path, "sweep", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                                        "method=full,deebert", "method.knobs=null")})
+                                        "method=full,deebert", "train.threads=null")})  # cli.threads_per_job sets them
     full, deebert = _records(tmp_path, "full"), _records(tmp_path, "deebert")
     assert len(full) == 1 and len({r["knob_value"] for r in deebert}) == len(deebert) > 10  # deebert's grid
     assert _trained(full)[0] + _trained(deebert)[0] == 1

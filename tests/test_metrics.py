@@ -52,8 +52,8 @@ def test_each_rowwise_metric_is_the_librarys_on_every_row(name: str) -> None:
     y, p = (rng.integers(0, 3, (400, 6)) for _ in range(2))
     if name == "f1":
         y, p = y % 2, p % 2
-    if regression:
-        y, p = y / 2.0, p * 0.7
+    if regression:  # float32, as the evaluation's labels and outputs are
+        y, p = (y / 2.0).astype(np.float32), (p * 0.7).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         expected = np.array([metrics._METRICS[name](a, b) for a, b in zip(y, p)], float)
@@ -69,8 +69,8 @@ def test_bootstrap_draws_are_the_primary_score_of_each_resample(task_name: str) 
     rng = np.random.default_rng(2)
     splits = ["matched", "mismatched"] if task_name == "mnli" else ["validation"]
     if task.kind == "regression":
-        labels = {s: rng.integers(0, 3, 5) * 2.5 for s in splits}
-        logits = {s: rng.normal(size=(5, 1)).round(0) for s in splits}
+        labels = {s: (rng.integers(0, 3, 5) * 2.5).astype(np.float32) for s in splits}  # float32, as evaluated
+        logits = {s: rng.normal(size=(5, 1)).round(1).astype(np.float32) for s in splits}
     else:
         labels = {s: rng.integers(0, task.num_labels, 7) for s in splits}
         logits = {s: rng.normal(size=(7, task.num_labels)) for s in splits}
