@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from dynbench.config import RootConfig
-from dynbench.errors import DynbenchError
+from dynbench.errors import DynbenchError, NotApplicable
 from dynbench.method import import_methods
 
 log = logging.getLogger("dynbench")
@@ -98,6 +98,10 @@ def main(cfg: DictConfig) -> None:
         if multirun and config.train.threads is None:
             config.train.threads = threads_per_job(hydra_cfg.launcher, len(os.sched_getaffinity(0)))
         run(config, output_dir)
+    except NotApplicable as err:
+        if not multirun:
+            sys.exit(f"error: {err}")
+        log.warning("skipped: %s", err)  # a sweep's method x task pair that does not exist, not a failure
     except DynbenchError as err:
         if not multirun:
             sys.exit(f"error: {err}")

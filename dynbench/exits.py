@@ -16,7 +16,7 @@ from torch import nn
 
 from dynbench.backbone import Backbone
 from dynbench.config import MethodConfig, TaskConfig
-from dynbench.errors import DynbenchError
+from dynbench.errors import NotApplicable
 from dynbench.live import LiveBatch
 from dynbench.method import Batch, Knob, Method, Output, Stage, task_loss
 from dynbench.trace import Trace
@@ -170,7 +170,7 @@ class ExitMethod(Method):
     def __init__(self, cfg: MethodConfig, task: TaskConfig) -> None:
         super().__init__(cfg, task)
         if self.classification_only and task.kind == "regression":
-            raise DynbenchError(
+            raise NotApplicable(
                 f"method={self.name} does not apply to the regression task {task.name}: the entropy of one output "
                 "is meaningless (METHODS.md §0.5); use pabee, full or truncate")
 

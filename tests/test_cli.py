@@ -44,6 +44,14 @@ def test_multirun_keeps_going_past_a_failing_job(tmp_path) -> None:
     assert len(records) == 3  # full + truncate k=1,2
 
 
+def test_a_multirun_skips_a_method_that_does_not_apply_to_a_task(tmp_path) -> None:
+    # DeeBERT's entropy has no meaning on STS-B's one output: one run says so, a sweep goes on without it
+    out = dynbench(tmp_path, "-m", "method=full,deebert", "task=stsb", *SMOKE)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "skipped: method=deebert does not apply to the regression task stsb" in out.stdout + out.stderr
+    assert [r["method"] for r in _records(tmp_path)] == ["full"]
+
+
 BAD_INPUT = [
     (["method=pabe"], "error: unknown method 'pabe'"),
     (["task=mnli2"], "choose from: cola, mnli, mrpc, qnli, qqp, rte, sst2, stsb, wnli"),
@@ -52,6 +60,7 @@ BAD_INPUT = [
     (["train.lr=-1"], "error: bad config: train: epochs, batch_size and lr must be positive"),
     (["train.epoch=3"], "error: bad config: no key 'train.epoch' (did you mean train.epochs?)"),
     (["data_dir=/nowhere"], "error: data_dir=/nowhere has no folder MRPC/"),
+    (["method=deebert", "task=stsb"], "error: method=deebert does not apply to the regression task stsb"),
 ]
 # every bad input through ``entry`` (what ``python -m dynbench`` runs) in one process, each one's exit message:
 # one start of Python and its imports instead of seven
