@@ -98,13 +98,12 @@ def main(cfg: DictConfig) -> None:
         if multirun and config.train.threads is None:
             config.train.threads = threads_per_job(hydra_cfg.launcher, len(os.sched_getaffinity(0)))
         run(config, output_dir)
-    except NotApplicable as err:
-        if not multirun:
-            sys.exit(f"error: {err}")
-        log.warning("skipped: %s", err)  # a sweep's method x task pair that does not exist, not a failure
     except DynbenchError as err:
         if not multirun:
             sys.exit(f"error: {err}")
+        if isinstance(err, NotApplicable):  # a sweep's method x task pair that does not exist, not a failure
+            log.warning("skipped: %s", err)
+            return
         log.error("%s", err)
         (output_dir / FAILED).write_text(str(err))
     except Exception as err:  # a job's crash must not take the other jobs of a multirun down

@@ -167,9 +167,13 @@ class ExitMethod(Method):
     classification_only: ClassVar[bool] = False  # entropy rules have no meaning on one regression output
     rule: ExitRule
 
+    @classmethod
+    def applies_to(cls, task: TaskConfig) -> bool:
+        return not (cls.classification_only and task.kind == "regression")
+
     def __init__(self, cfg: MethodConfig, task: TaskConfig) -> None:
         super().__init__(cfg, task)
-        if self.classification_only and task.kind == "regression":
+        if not self.applies_to(task):
             raise NotApplicable(
                 f"method={self.name} does not apply to the regression task {task.name}: the entropy of one output "
                 "is meaningless (METHODS.md §0.5); use pabee, full or truncate")

@@ -83,6 +83,12 @@ class Method:
         self.cfg = cfg
         self.task = task
 
+    @classmethod
+    def applies_to(cls, task: TaskConfig) -> bool:
+        """Whether the method exists for ``task`` (a sweep over methods and tasks skips the pairs it does not);
+        one that does not raises ``NotApplicable`` when built for it."""
+        return True
+
     def default_knobs(self, num_layers: int) -> list[Any]:
         """The knob grid swept when ``method.knobs`` is null."""
         return [None]

@@ -94,8 +94,9 @@ def _bootstrap_draws(task: TaskConfig, logits: dict[str, np.ndarray], labels: di
     preds = {s: predictions(task, logits[s]) for s in labels}
     draws = []
     for start in range(0, resamples, chunk):
-        rows = {s: np.empty((min(chunk, resamples - start), len(y)), np.intp) for s, y in labels.items()}
-        for r in range(len(next(iter(rows.values())))):
+        size = min(chunk, resamples - start)
+        rows = {s: np.empty((size, len(y)), np.intp) for s, y in labels.items()}
+        for r in range(size):
             for s, y in labels.items():  # one resample's splits in turn: the order the draws have always had
                 rows[s][r] = rng.integers(0, len(y), len(y))
         by_split = [np.mean([_ROWWISE[name](labels[s][i], preds[s][i]) for name in task.metrics], axis=0)
