@@ -33,10 +33,13 @@ OmegaConf.register_new_resolver("eq", lambda left, right: left == right, replace
 def validate(cfg: DictConfig) -> RootConfig:
     """Build the typed config; range checks run here, before any data or weights load."""
     try:
-        return OmegaConf.to_object(cfg)
+        config = OmegaConf.to_object(cfg)
     except (OmegaConfBaseException, ValueError) as err:
         cause = err.__cause__ or err
         raise DynbenchError(f"bad config: {str(cause).splitlines()[0]}") from None
+    for task in config.method.task_knobs:  # a misspelt task would silently leave its task on the default grid
+        check_choice("task", task, "method.task_knobs")
+    return config
 
 
 def check_choices(argv: list[str]) -> None:
@@ -48,12 +51,17 @@ def check_choices(argv: list[str]) -> None:
         group, sep, value = arg.lstrip("+").partition("=")
         if not sep or group not in GROUPS or any(c in value for c in "()$[]"):
             continue  # not a group choice, or sweep syntax that Hydra expands itself
-        choices = sorted(p.stem for p in Path(CONF_DIR, group).glob("*.yaml"))
         for v in value.split(","):
-            if v not in choices:
-                near = difflib.get_close_matches(v, choices, n=1)
-                hint = f" (did you mean {near[0]!r}?)" if near else ""
-                raise DynbenchError(f"unknown {group} {v!r}{hint}; choose from: {', '.join(choices)}")
+            check_choice(group, v)
+
+
+def check_choice(group: str, value: str, key: Optional[str] = None) -> None:
+    """One-line error for a ``value`` that is not one of the config group's files (``key``: what set it)."""
+    choices = sorted(p.stem for p in Path(CONF_DIR, group).glob("*.yaml"))
+    if value not in choices:
+        near = difflib.get_close_matches(value, choices, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise DynbenchError(f"{key + ': ' if key else ''}unknown {group} {value!r}{hint}; choose from: {', '.join(choices)}")
 
 
 def load_config(*overrides: str) -> RootConfig:

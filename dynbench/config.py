@@ -176,10 +176,19 @@ class MethodConfig:
     """Base of every method's config; a method subclasses it to add its own knobs and checks."""
 
     name: str = MISSING
-    knobs: Optional[list[Any]] = None  # the knob grid to sweep; null = the method's default
+    knobs: Optional[list[Any]] = None  # the knob grid to sweep; null = task_knobs' grid for the task, else the default
+    # a task's own grid (task name -> grid), where one grid does not span every task's curve: a training knob's
+    # effect can depend on the task (the gates' lambda weighs a share of the tokens, and a short sequence's
+    # tokens each weigh more), so each such grid is chosen on that task's calibration split
+    task_knobs: dict[str, list[Any]] = field(default_factory=dict)
     # fields that list grids to sweep: which points a run evaluates, not what any one point gives, so they
     # are left out of the run's identity (a sub-grid or an extended grid resumes into the same records file)
-    grids: ClassVar[tuple[str, ...]] = ("knobs",)
+    grids: ClassVar[tuple[str, ...]] = ("knobs", "task_knobs")
+
+    def knob_grids(self) -> list[tuple[str, list[Any]]]:
+        """Every grid of the main knob this config sets, each with the key its errors name (for the checks)."""
+        return ([("method.knobs", self.knobs)] if self.knobs is not None else []) + \
+            [(f"method.task_knobs.{task}", grid) for task, grid in self.task_knobs.items()]
 
 
 @dataclass
@@ -206,6 +215,12 @@ def check_nonnegative_grid(values: Optional[list[Any]], key: str, what: str) -> 
     """A knob grid of finite values >= 0 (null = the method's default); ``what`` names them in the error."""
     if values is not None and (not values or any(not 0 <= v < float("inf") for v in values)):
         raise ValueError(f"{key}: {what} must be finite and >= 0, got {values}")
+
+
+def check_knob_grids(cfg: MethodConfig, what: str) -> None:
+    """``check_nonnegative_grid`` on every grid of the main knob that ``cfg`` sets."""
+    for key, grid in cfg.knob_grids():
+        check_nonnegative_grid(grid, key, what)
 
 
 def register_schemas() -> None:

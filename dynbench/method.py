@@ -94,7 +94,10 @@ class Method:
         return [None]
 
     def knob_values(self, num_layers: int) -> list[Any]:
-        return list(self.cfg.knobs) if self.cfg.knobs is not None else self.default_knobs(num_layers)
+        """The grid a run sweeps: ``method.knobs``, else the task's own (``method.task_knobs``), else the default."""
+        if self.cfg.knobs is not None:
+            return list(self.cfg.knobs)
+        return list(self.cfg.task_knobs.get(self.task.name) or self.default_knobs(num_layers))
 
     def infer_knob_values(self) -> list[Any]:
         """The grid of ``infer_knob`` swept on every trained model; ``[None]`` when there is none."""

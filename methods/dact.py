@@ -32,7 +32,7 @@ from torch import nn
 
 from dynbench import exits
 from dynbench.backbone import Backbone
-from dynbench.config import MethodConfig, TaskConfig, check_nonnegative_grid
+from dynbench.config import MethodConfig, TaskConfig, check_knob_grids, check_nonnegative_grid
 from dynbench.errors import DynbenchError
 from dynbench.heads import DactHead, PoolerHead
 from dynbench.method import Batch, Knob, Stage, register_method, task_loss
@@ -50,10 +50,10 @@ SLACK_GRID = {"classification": [0.0, 0.05, 0.1, 0.2, 0.4], "regression": [0.0, 
 @dataclass
 class DactConfig(MethodConfig):
     slack: Optional[list[float]] = None  # the inference knob's grid; null = SLACK_GRID for the task's kind
-    grids: ClassVar[tuple[str, ...]] = ("knobs", "slack")
+    grids: ClassVar[tuple[str, ...]] = MethodConfig.grids + ("slack",)
 
     def __post_init__(self) -> None:
-        check_nonnegative_grid(self.knobs, "method.knobs", "ponder weights tau")
+        check_knob_grids(self, "ponder weights tau")
         check_nonnegative_grid(self.slack, "method.slack", "halting slacks")
 
 

@@ -29,8 +29,9 @@ REFERENCE_GRID = [0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 
 @dataclass
 class DeebertConfig(MethodConfig):
     def __post_init__(self) -> None:
-        if self.knobs is not None and (not self.knobs or min(self.knobs) < 0):
-            raise ValueError(f"method.knobs: entropy thresholds must be >= 0 (nats), got {self.knobs}")
+        for key, grid in self.knob_grids():
+            if not grid or min(grid) < 0:
+                raise ValueError(f"{key}: entropy thresholds must be >= 0 (nats), got {grid}")
 
 
 def offramp_loss(model: exits.MultiExitModel, batch: Batch) -> torch.Tensor:

@@ -30,8 +30,9 @@ from methods.full import plain_finetune
 @dataclass
 class FastbertConfig(MethodConfig):
     def __post_init__(self) -> None:
-        if self.knobs is not None and (not self.knobs or min(self.knobs) < 0 or max(self.knobs) > 1):
-            raise ValueError(f"method.knobs: speed values must lie in [0, 1], got {self.knobs}")
+        for key, grid in self.knob_grids():
+            if not grid or min(grid) < 0 or max(grid) > 1:
+                raise ValueError(f"{key}: speed values must lie in [0, 1], got {grid}")
 
 
 def distillation_loss(model: exits.MultiExitModel, batch: Batch) -> torch.Tensor:

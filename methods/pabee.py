@@ -29,8 +29,9 @@ class PabeeConfig(MethodConfig):
     regression_tol: float = MISSING  # STS-B: an answer is "unchanged" if it moved by less than this
 
     def __post_init__(self) -> None:
-        if self.knobs is not None and (not self.knobs or any(int(t) != t or t < 1 for t in self.knobs)):
-            raise ValueError(f"method.knobs: patience values must be integers >= 1, got {self.knobs}")
+        for key, grid in self.knob_grids():
+            if not grid or any(int(t) != t or t < 1 for t in grid):
+                raise ValueError(f"{key}: patience values must be integers >= 1, got {grid}")
         if self.regression_tol <= 0:
             raise ValueError(f"method.regression_tol: must be > 0, got {self.regression_tol}")
 

@@ -17,8 +17,9 @@ from methods.full import PlainClassifier, plain_finetune
 @dataclass
 class TruncateConfig(MethodConfig):
     def __post_init__(self) -> None:
-        if self.knobs is not None and (not self.knobs or any(int(k) != k or k < 1 for k in self.knobs)):
-            raise ValueError(f"method.knobs: layer counts k must be integers >= 1, got {self.knobs}")
+        for key, grid in self.knob_grids():
+            if not grid or any(int(k) != k or k < 1 for k in grid):
+                raise ValueError(f"{key}: layer counts k must be integers >= 1, got {grid}")
 
 
 @register_method("truncate", config=TruncateConfig)

@@ -61,9 +61,12 @@ BAD_INPUT = [
     (["train.epoch=3"], "error: bad config: no key 'train.epoch' (did you mean train.epochs?)"),
     (["data_dir=/nowhere"], "error: data_dir=/nowhere has no folder MRPC/"),
     (["method=deebert", "task=stsb"], "error: method=deebert does not apply to the regression task stsb"),
+    (["method=dact", "+method.task_knobs.stsbb=[0.1]"],
+     "error: method.task_knobs: unknown task 'stsbb' (did you mean 'stsb'?); choose from: cola,"),
+    (["method=dact", "+method.task_knobs.rte=[-0.1]"], "error: bad config: method.task_knobs.rte: ponder weights tau must"),
 ]
 # every bad input through ``entry`` (what ``python -m dynbench`` runs) in one process, each one's exit message:
-# one start of Python and its imports instead of seven
+# one start of Python and its imports instead of one each
 ENTRIES = """import json, os, sys
 from hydra.core.global_hydra import GlobalHydra
 from dynbench.cli import entry

@@ -50,6 +50,25 @@ def test_a_larger_grid_resumes_into_the_same_records(config) -> None:
     assert len(list(Path(cfg.results_dir).glob("*.jsonl"))) == 1
 
 
+def test_a_tasks_own_grid_is_swept_on_that_task_only_and_keeps_the_run_identity(config) -> None:
+    from dynbench.method import get_method
+    from dynbench.records import stable_hash
+    from dynbench.runner import _identity
+
+    own = config("method=truncate", "task=rte", "eval.timing=false", "+method.task_knobs.rte=[1]")
+    assert [r["knob_value"] for r in run(own)] == [1]  # the default grid is k = 1, 2
+
+    def grid(*overrides: str) -> list:
+        cfg = config("method=truncate", *overrides)
+        return get_method("truncate")(cfg.method, cfg.task).knob_values(2)
+
+    assert grid("task=mrpc", "+method.task_knobs.rte=[1]") == [1, 2]  # another task keeps the default
+    assert grid("task=rte", "method.knobs=[2]", "+method.task_knobs.rte=[1]") == [2]  # method.knobs wins
+    # a grid says which points run, not what a point gives: the records file and stage keys stay the same
+    default = config("method=truncate", "task=rte", "eval.timing=false")
+    assert stable_hash(_identity(own, "d")) == stable_hash(_identity(default, "d"))
+
+
 def test_records_of_another_method_version_are_evaluated_again(config, monkeypatch) -> None:
     from methods.truncate import Truncate
 
