@@ -99,7 +99,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--out", default=None, help="default: results/gates_diagnosis/<task>_seed<seed>.json")
-    ap.add_argument("overrides", nargs="*", help="more config overrides, e.g. model=tiny train=smoke for a dry run")
+    ap.add_argument("--overrides", nargs="*", default=[],
+                    help="more config overrides, e.g. model=tiny train=smoke for a dry run")
     args = ap.parse_args()
     common = ("experiment=glue", f"seed={args.seed}", f"task={args.task}", *args.overrides)
     cfg = load_config(*common, "method=token_gates")
