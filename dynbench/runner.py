@@ -50,7 +50,8 @@ def _without_neutral(fields: dict[str, Any], neutral: dict[str, Any]) -> dict[st
 
 
 def _budget(cfg: RootConfig) -> dict[str, Any]:
-    """The training config as it enters keys: less ``threads`` (speed, not results) and neutral late fields."""
+    """The training config as it enters keys: less ``threads`` (speed; the last bits of results too, see
+    ``use_threads``, but a key per thread count would retrain everything per machine) and neutral late fields."""
     return _without_neutral({k: v for k, v in dataclasses.asdict(cfg.train).items() if k != "threads"}, _NEUTRAL_TRAIN)
 
 
@@ -84,9 +85,18 @@ def load_data(cfg: RootConfig) -> TaskData:
                      cfg.train.limit_train, cfg.train.limit_eval, cfg.train.train_subset)
 
 
+def use_threads(cfg: RootConfig) -> None:
+    """Torch's intra-op threads as ``train.threads`` sets them (None: torch's default). The count changes the
+    order of float sums, and with it the last bits of what trains (a stage that amplifies them, as the token
+    gates' does, can end elsewhere), so a script that trains stages runs them at a run's thread count too."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+
+
 def trained_model(cfg: RootConfig, data: TaskData, knob_value: Any = None) -> tuple[Method, torch.nn.Module]:
     """The method's model for ``knob_value`` with every stage loaded from the cache, or trained where missing,
     under the keys a run uses (for benchmark scripts that time trained models outside a run); in eval mode."""
+    use_threads(cfg)
     method = get_method(cfg.method.name)(cfg.method, cfg.task)
     model, _ = _build_and_train(cfg, method, data, knob_value, Logger())
     return method, model.eval()
@@ -121,8 +131,7 @@ def summary_table(records: list[dict[str, Any]]) -> str:
 
 def run(cfg: RootConfig, output_dir: Optional[Path] = None) -> list[dict[str, Any]]:
     """Run one configuration; returns all of its records (earlier ones included)."""
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    use_threads(cfg)
     device = resolve(cfg.device)
     method = get_method(cfg.method.name)(cfg.method, cfg.task)
     seed_everything(cfg.seed)
