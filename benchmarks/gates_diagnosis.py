@@ -74,7 +74,7 @@ def sentence_shares(batch: Batch, live: LiveBatch) -> np.ndarray:
     present = torch.zeros_like(types).scatter_(1, live.positions, live.mask)[live.rows.argsort()]
     second = types.sum(1).clamp(min=1)
     first = (batch["attention_mask"].sum(1) - types.sum(1)).clamp(min=1)
-    kept_first = (present * (1 - types) * batch["attention_mask"]).sum(1) / first
+    kept_first = (present * (1 - types)).sum(1) / first  # present tokens are never padding
     kept_second = (present * types).sum(1) / second
     return torch.minimum(kept_first, kept_second).numpy()
 

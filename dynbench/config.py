@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -211,16 +211,28 @@ class RootConfig:
             raise ValueError(f"device: 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
 
 
+def nonnegative(value: Any) -> bool:
+    """A finite value >= 0 (a weight or threshold knob)."""
+    return 0 <= value < float("inf")
+
+
+def positive_integer(value: Any) -> bool:
+    """An integer >= 1 (a count knob: layers, patience)."""
+    return int(value) == value and value >= 1
+
+
 def check_nonnegative_grid(values: Optional[list[Any]], key: str, what: str) -> None:
     """A knob grid of finite values >= 0 (null = the method's default); ``what`` names them in the error."""
-    if values is not None and (not values or any(not 0 <= v < float("inf") for v in values)):
+    if values is not None and (not values or not all(map(nonnegative, values))):
         raise ValueError(f"{key}: {what} must be finite and >= 0, got {values}")
 
 
-def check_knob_grids(cfg: MethodConfig, what: str) -> None:
-    """``check_nonnegative_grid`` on every grid of the main knob that ``cfg`` sets."""
+def check_knob_grids(cfg: MethodConfig, valid: Callable[[Any], bool], rule: str) -> None:
+    """Every grid of the main knob that ``cfg`` sets is non-empty and ``valid`` for each value; else one line,
+    ``<key>: <rule>, got <grid>``."""
     for key, grid in cfg.knob_grids():
-        check_nonnegative_grid(grid, key, what)
+        if not grid or not all(map(valid, grid)):
+            raise ValueError(f"{key}: {rule}, got {grid}")
 
 
 def register_schemas() -> None:

@@ -32,7 +32,7 @@ from torch import nn
 
 from dynbench import exits
 from dynbench.backbone import Backbone
-from dynbench.config import MethodConfig, TaskConfig, check_knob_grids, check_nonnegative_grid
+from dynbench.config import MethodConfig, TaskConfig, check_knob_grids, check_nonnegative_grid, nonnegative
 from dynbench.errors import DynbenchError
 from dynbench.heads import DactHead, PoolerHead
 from dynbench.method import Batch, Knob, Stage, register_method, task_loss
@@ -53,7 +53,7 @@ class DactConfig(MethodConfig):
     grids: ClassVar[tuple[str, ...]] = MethodConfig.grids + ("slack",)
 
     def __post_init__(self) -> None:
-        check_knob_grids(self, "ponder weights tau")
+        check_knob_grids(self, nonnegative, "ponder weights tau must be finite and >= 0")
         check_nonnegative_grid(self.slack, "method.slack", "halting slacks")
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from dynbench import exits
 from dynbench.backbone import Backbone
-from dynbench.config import MethodConfig
+from dynbench.config import MethodConfig, check_knob_grids
 from dynbench.heads import OwnPoolerHead, PoolerHead
 from dynbench.method import Batch, Knob, Stage, register_method, task_loss
 from methods.full import plain_finetune
@@ -29,9 +29,7 @@ REFERENCE_GRID = [0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 
 @dataclass
 class DeebertConfig(MethodConfig):
     def __post_init__(self) -> None:
-        for key, grid in self.knob_grids():
-            if not grid or min(grid) < 0:
-                raise ValueError(f"{key}: entropy thresholds must be >= 0 (nats), got {grid}")
+        check_knob_grids(self, lambda t: t >= 0, "entropy thresholds must be >= 0 (nats)")
 
 
 def offramp_loss(model: exits.MultiExitModel, batch: Batch) -> torch.Tensor:

@@ -21,7 +21,7 @@ from torch import nn
 
 from dynbench import exits
 from dynbench.backbone import Backbone
-from dynbench.config import MethodConfig
+from dynbench.config import MethodConfig, check_knob_grids
 from dynbench.heads import FastBertStudent
 from dynbench.method import Batch, Knob, Stage, register_method
 from methods.full import plain_finetune
@@ -30,9 +30,7 @@ from methods.full import plain_finetune
 @dataclass
 class FastbertConfig(MethodConfig):
     def __post_init__(self) -> None:
-        for key, grid in self.knob_grids():
-            if not grid or min(grid) < 0 or max(grid) > 1:
-                raise ValueError(f"{key}: speed values must lie in [0, 1], got {grid}")
+        check_knob_grids(self, lambda speed: 0 <= speed <= 1, "speed values must lie in [0, 1]")
 
 
 def distillation_loss(model: exits.MultiExitModel, batch: Batch) -> torch.Tensor:

@@ -53,8 +53,8 @@ def plain_finetune(num_layers: int, head: str = "pooler_linear") -> Stage:
 @dataclass
 class FullConfig(MethodConfig):
     def __post_init__(self) -> None:
-        if self.knob_grids():
-            raise ValueError(f"{self.knob_grids()[0][0]}: the full model has no knob; leave it unset")
+        if grids := self.knob_grids():
+            raise ValueError(f"{grids[0][0]}: the full model has no knob; leave it unset")
 
 
 @register_method("full", config=FullConfig)

@@ -18,7 +18,7 @@ from torch import nn
 
 from dynbench import exits
 from dynbench.backbone import Backbone
-from dynbench.config import MethodConfig
+from dynbench.config import MethodConfig, check_knob_grids, positive_integer
 from dynbench.heads import PoolerHead
 from dynbench.method import Knob, Stage, register_method
 from methods.full import final_output
@@ -29,9 +29,7 @@ class PabeeConfig(MethodConfig):
     regression_tol: float = MISSING  # STS-B: an answer is "unchanged" if it moved by less than this
 
     def __post_init__(self) -> None:
-        for key, grid in self.knob_grids():
-            if not grid or any(int(t) != t or t < 1 for t in grid):
-                raise ValueError(f"{key}: patience values must be integers >= 1, got {grid}")
+        check_knob_grids(self, positive_integer, "patience values must be integers >= 1")
         if self.regression_tol <= 0:
             raise ValueError(f"method.regression_tol: must be > 0, got {self.regression_tol}")
 

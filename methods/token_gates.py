@@ -64,7 +64,7 @@ from torch import nn
 
 from dynbench import tokens
 from dynbench.backbone import Backbone
-from dynbench.config import MethodConfig, check_knob_grids
+from dynbench.config import MethodConfig, check_knob_grids, nonnegative
 from dynbench.live import LiveBatch
 from dynbench.method import Batch, Knob, Method, Output, Stage, register_method, task_loss
 from methods.full import PlainClassifier, plain_finetune
@@ -86,7 +86,7 @@ class TokenGatesConfig(MethodConfig):
     two_stage: bool = True  # start from the cached plain fine-tune (else from the pretrained backbone)
 
     def __post_init__(self) -> None:
-        check_knob_grids(self, "sparsity weights lambda")
+        check_knob_grids(self, nonnegative, "sparsity weights lambda must be finite and >= 0")
         if not 0 <= self.beta < float("inf"):
             raise ValueError(f"method.beta: must be finite and >= 0, got {self.beta}")
         if not self.gate_lr_scale > 0:

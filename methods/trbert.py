@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from dynbench.backbone import Backbone
-from dynbench.config import MethodConfig, check_knob_grids
+from dynbench.config import MethodConfig, check_knob_grids, nonnegative
 from dynbench.live import LiveBatch
 from dynbench.method import Batch, Knob, Method, Output, Stage, register_method, task_loss
 from methods.full import PlainClassifier, final_output, plain_finetune
@@ -62,7 +62,7 @@ class TrBertConfig(MethodConfig):
     policy_lr_scale: float = 100.0  # the policies' lr over the backbone's (see the module docstring)
 
     def __post_init__(self) -> None:
-        check_knob_grids(self, "length penalties alpha")
+        check_knob_grids(self, nonnegative, "length penalties alpha must be finite and >= 0")
         if self.samples < 2 or self.joint_samples < 2:
             raise ValueError("method.samples and method.joint_samples: need >= 2 copies per example for the baseline")
         if not self.temperature > 0:

@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from dynbench.backbone import Backbone
-from dynbench.config import MethodConfig
+from dynbench.config import MethodConfig, check_knob_grids, positive_integer
 from dynbench.errors import DynbenchError
 from dynbench.method import Batch, Knob, Method, Output, Stage, register_method
 from methods.full import PlainClassifier, plain_finetune
@@ -17,9 +17,7 @@ from methods.full import PlainClassifier, plain_finetune
 @dataclass
 class TruncateConfig(MethodConfig):
     def __post_init__(self) -> None:
-        for key, grid in self.knob_grids():
-            if not grid or any(int(k) != k or k < 1 for k in grid):
-                raise ValueError(f"{key}: layer counts k must be integers >= 1, got {grid}")
+        check_knob_grids(self, positive_integer, "layer counts k must be integers >= 1")
 
 
 @register_method("truncate", config=TruncateConfig)
