@@ -114,7 +114,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     # parameters the checkpoint did not train (every head, exit classifier and halting unit a method adds)
     # train at this multiple of lr: at 1x a fresh head moves about lr per Adam step from its N(0, 0.02)
-    # init, too little within a GLUE budget for a deep one such as FastBERT's teacher (README: "The protocol")
+    # init, too little within a GLUE budget for a deep one such as FastBERT's students (README: "The protocol")
     head_lr_scale: float = 20.0
     # batches of examples of similar length (the HF Trainer's group_by_length sampler): less padding
     group_by_length: bool = True

@@ -1,5 +1,5 @@
-"""FastBERT (METHODS.md §4h): normalised entropy, the distillation loss, speed 0, the student's attention from
-``[CLS]`` and its cost. That stage 2 leaves backbone and teacher frozen is tested with the exit family
+"""FastBERT (METHODS.md §4h): normalised entropy, the distillation loss, the teacher is full's fine-tune, speed
+0, the student's attention from ``[CLS]`` and its cost. That stage 2 leaves backbone and teacher frozen is tested with the exit family
 (``test_exits.py``: the exit-heads stage)."""
 from __future__ import annotations
 
@@ -68,6 +68,14 @@ def test_a_run_trains_both_stages_and_stage_two_saves_only_the_students(config) 
     assert s1 and all(k.startswith(("backbone.", "head.")) for k in s1)
 
 
+def test_the_teacher_is_the_full_models_fine_tune_and_speed_zero_scores_what_full_scores(config) -> None:
+    [full] = run(config("method=full", "task=rte", "eval.timing=false"))
+    [slow] = run(config("method=fastbert", "task=rte", "eval.timing=false", "method.knobs=[0.0]"))
+    teacher, students = slow["stages"]
+    assert teacher["key"] == full["stages"][0]["key"] and teacher["reused"] and not students["reused"]
+    assert slow["score"] == full["score"] and slow["flops"] > full["flops"]  # every student ran, none let go
+
+
 def test_speed_zero_gives_the_teachers_answers_even_after_a_certain_student() -> None:
     """A student whose distribution is one-hot in float32 has u = 0 exactly: ``u < speed`` keeps every example
     to the teacher at speed 0 (``u <= speed`` would let it go at layer 1)."""
@@ -109,8 +117,6 @@ def test_the_student_attending_from_cls_only_gives_what_full_attention_gives() -
 def test_the_students_cost_is_linear_in_the_tokens() -> None:
     """Down-projection, keys and values on every token and one attention row: ``2nd·w + 4n·w² + 4n·w`` (d = 32
     here, width w = 128), plus a constant; no n² term."""
-    cost = CostModel(_model())
-    for name in ("exits.0", "head"):
-        constant, linear, quadratic = cost.head(name).tolist()
-        assert quadratic == 0 and linear == 2 * 32 * 128 + 4 * 128 ** 2 + 4 * 128
-        assert constant == 3 * 2 * 128 ** 2 + 2 * 128 * 2  # query, output projection, dense; classifier (C = 2)
+    constant, linear, quadratic = CostModel(_model()).head("exits.0").tolist()
+    assert quadratic == 0 and linear == 2 * 32 * 128 + 4 * 128 ** 2 + 4 * 128
+    assert constant == 3 * 2 * 128 ** 2 + 2 * 128 * 2  # query, output projection, dense; classifier (C = 2)
