@@ -221,18 +221,17 @@ def positive_integer(value: Any) -> bool:
     return int(value) == value and value >= 1
 
 
-def check_nonnegative_grid(values: Optional[list[Any]], key: str, what: str) -> None:
-    """A knob grid of finite values >= 0 (null = the method's default); ``what`` names them in the error."""
-    if values is not None and (not values or not all(map(nonnegative, values))):
-        raise ValueError(f"{key}: {what} must be finite and >= 0, got {values}")
+def check_grid(values: Optional[list[Any]], key: str, valid: Callable[[Any], bool], rule: str) -> None:
+    """A grid (null = the method's default) is non-empty and ``valid`` for each value; else one line,
+    ``<key>: <rule>, got <grid>``."""
+    if values is not None and (not values or not all(map(valid, values))):
+        raise ValueError(f"{key}: {rule}, got {values}")
 
 
 def check_knob_grids(cfg: MethodConfig, valid: Callable[[Any], bool], rule: str) -> None:
-    """Every grid of the main knob that ``cfg`` sets is non-empty and ``valid`` for each value; else one line,
-    ``<key>: <rule>, got <grid>``."""
+    """``check_grid`` on every grid of the main knob that ``cfg`` sets."""
     for key, grid in cfg.knob_grids():
-        if not grid or not all(map(valid, grid)):
-            raise ValueError(f"{key}: {rule}, got {grid}")
+        check_grid(grid, key, valid, rule)
 
 
 def register_schemas() -> None:

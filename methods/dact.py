@@ -32,7 +32,7 @@ from torch import nn
 
 from dynbench import exits
 from dynbench.backbone import Backbone
-from dynbench.config import MethodConfig, TaskConfig, check_knob_grids, check_nonnegative_grid, nonnegative
+from dynbench.config import MethodConfig, TaskConfig, check_grid, check_knob_grids, nonnegative
 from dynbench.errors import DynbenchError
 from dynbench.heads import DactHead, PoolerHead
 from dynbench.method import Batch, Knob, Stage, register_method, task_loss
@@ -54,7 +54,7 @@ class DactConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         check_knob_grids(self, nonnegative, "ponder weights tau must be finite and >= 0")
-        check_nonnegative_grid(self.slack, "method.slack", "halting slacks")
+        check_grid(self.slack, "method.slack", nonnegative, "halting slacks must be finite and >= 0")
 
 
 class HaltingRule(exits.ExitRule):

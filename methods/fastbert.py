@@ -7,10 +7,11 @@ distils the students from the teacher with KL divergence, labels unused. Student
 them at 10×). Departures: the teacher is the plain fine-tune's head, so stage 1 is ``full``'s fine-tune, shared
 through the stage cache (the reference's teacher has the students' shape: on MiniLM that head, trained with the
 backbone, stayed at the majority answer on CoLA, calibration MCC 0 after each of 3 epochs at 20× and at 5× the
-lr and with a variance-preserving init, and on RTE; results/glue/NOTES.md); dynbench's shared epoch budget for
-the distillation (the reference distils for 5 epochs); exit when ``u < speed`` (the pip version's boundary), so
-speed 0 is exactly the full model; a student attends from ``[CLS]`` only, the one position it reads (same
-outputs as the reference's attention from every position; its FLOPs are linear in n: ``FastBertStudent``).
+lr and with a variance-preserving init, and on RTE; results/superseded/glue_fastbert_v3/NOTES.md); dynbench's
+shared epoch budget for the distillation (the reference distils for 5 epochs); exit when ``u < speed`` (the pip
+version's boundary), so speed 0 is exactly the full model; a student attends from ``[CLS]`` only, the one
+position it reads (same outputs as the reference's attention from every position; its FLOPs are linear in n:
+``FastBertStudent``).
 """
 from __future__ import annotations
 

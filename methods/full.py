@@ -37,12 +37,13 @@ class PlainClassifier(nn.Module):
         return final_output(self, batch)
 
 
-def plain_finetune(num_layers: int, head: str = "pooler_linear") -> Stage:
-    """Backbone and final head (``model.head``) trained on the task loss, nothing else; the best epoch on the
-    calibration split is kept. Any model with ``backbone`` and ``head`` of this kind shares the checkpoint."""
+def plain_finetune(num_layers: int) -> Stage:
+    """Backbone and final head (``model.head``, a ``PoolerHead``) trained on the task loss, nothing else; the
+    best epoch on the calibration split is kept. Any model with ``backbone`` and such a ``head`` shares the
+    checkpoint."""
     return Stage(
         name="plain_finetune",
-        signature={"stage": "plain_finetune", "layers": num_layers, "head": head, "v": 1},
+        signature={"stage": "plain_finetune", "layers": num_layers, "head": "pooler_linear", "v": 1},
         trainable=lambda model: [*model.backbone.parameters(), *model.head.parameters()],
         loss=lambda model, batch: task_loss(final_output(model, batch).logits, batch["labels"]),
         predict=lambda model, batch: final_output(model, batch).logits,
