@@ -8,6 +8,9 @@
   the data that chooses is distributed like the data reported, and never the same examples.
 - Plots per task: score against relative FLOPs (or measured latency), where each method's examples exit,
   and how many tokens each token-reduction method carries into each layer.
+- Every comparison (points, fronts, operating points, ELUE-style scores, heads, plots) is over the seeds that
+  every method of the task has finished (``matched_seeds``), so a benchmark part way through never sets one
+  method's three-seed mean beside another's one seed; the full model's own table covers all its seeds.
 
 Deterministic from the records (same records, same files); never trains or evaluates.
 
@@ -68,6 +71,21 @@ def load_records(folder: Path) -> pd.DataFrame:
             frame[column] = None
     frame["budget_hash"] = frame["budget_hash"].fillna("")
     return frame[frame.limited != True].reset_index(drop=True)  # noqa: E712  smoke runs are not results
+
+
+def matched_seeds(frame: pd.DataFrame) -> pd.DataFrame:
+    """The records of the seeds that every method of a task (and model and budget) has finished: a method's
+    seed is finished when it has every point the method has in any seed. What the comparisons average over."""
+    keep = pd.Series(False, index=frame.index)
+    for _, run in frame.groupby(["task", "model", "budget_hash"]):
+        shared = None
+        for _, rows in run.groupby("method"):
+            keys = pd.Series([tuple(map(str, point)) for point in rows[POINT].itertuples(index=False)], rows.index)
+            grid = set(keys)
+            finished = {seed for seed, k in keys.groupby(rows.seed) if set(k) == grid}
+            shared = finished if shared is None else shared & finished
+        keep[run.index[run.seed.isin(shared)]] = True
+    return frame[keep]
 
 
 def points(frame: pd.DataFrame) -> pd.DataFrame:
@@ -509,16 +527,18 @@ def write_report(folder: Path, axes: tuple[str, ...] = ("flops",), wandb_project
     ``report.html`` into ``folder`` (and logs tables and plots to a wandb run in ``wandb_project``, if given);
     returns the tables as Markdown."""
     frame = load_records(folder)
-    tables = {"benchmark": benchmark_table(frame), "operating_points": operating_points(frame),
-              "full": full_table(frame), "heads": head_table(frame), "compute": compute_table(frame),
-              "points": points(frame).drop(columns=["rel_flops"])}
+    compared = matched_seeds(frame)
+    tables = {"benchmark": benchmark_table(compared), "operating_points": operating_points(compared),
+              "full": full_table(frame), "heads": head_table(compared), "compute": compute_table(frame),
+              "points": points(compared).drop(columns=["rel_flops"])}
     for name, table in tables.items():
         table.to_csv(folder / f"{name}.csv", index=False, float_format="%.6g")
     text = "".join(f"# {title}\n\n{_markdown(tables[name])}\n\n" for name, title in (
         ("benchmark", f"Benchmark: score at {', '.join(f'{s:g}x' for s in FIXED_SPEEDUPS)} FLOPs speed-up (Pareto "
                       "front, dev), speed-up at >= 99% of full (cross-fitted on dev halves), normalised area, "
                       "ELUE-style score (mean score minus static truncation's at the same FLOPs; points outside "
-                      "truncation's FLOPs range left out)"),
+                      "truncation's FLOPs range left out); every table but the full model's and compute's is over the seeds "
+                      "every method of the task has finished"),
         ("operating_points", "Operating points (>= 99% of full's score, chosen on one half of dev and read on the "
                              "other, both ways, averaged; 95% interval; wall-clock speed-ups at "
                              "batch 1 and the eval batch size, median of interleaved rounds with the lowest and "
@@ -527,10 +547,10 @@ def write_report(folder: Path, axes: tuple[str, ...] = ("flops",), wandb_project
         ("heads", "Internal classifiers (dev score of the classifier after each layer, on every example)"),
         ("compute", "Where the time went (seconds: training of the stages each method's runs trained, evaluation "
                     "passes, wall-clock timing; per machine)"),
-        ("points", "Points (every knob value; dev scores; mean over seeds)")))
+        ("points", "Points (every knob value; dev scores; mean over the seeds every method of the task has finished)")))
     (folder / "summary.md").write_text(text)
-    plots = ([p for a in axes for p in plot_curves(frame, folder, a)] + plot_exits(frame, folder)
-             + plot_tokens(frame, folder) + plot_heads(frame, folder))
+    plots = ([p for a in axes for p in plot_curves(compared, folder, a)] + plot_exits(compared, folder)
+             + plot_tokens(compared, folder) + plot_heads(compared, folder))
     _remove_stale_plots(folder, plots)
     (folder / "report.html").write_text(_html(folder.name, tables, plots, frame))
     if wandb_project:

@@ -11,7 +11,7 @@ import pytest
 from dynbench import pareto
 from dynbench.errors import DynbenchError
 from dynbench.report import (benchmark_table, compute_table, full_table, head_table, load_records, main,
-                             operating_points, plot_curves, plot_exits, plot_heads, plot_tokens, points)
+                             matched_seeds, operating_points, plot_curves, plot_exits, plot_heads, plot_tokens, points)
 
 
 def _record(method: str, knob_value, score: float, calib: float, speedup: float, folds=None, fold_speedups=None) -> dict:
@@ -174,6 +174,30 @@ def test_benchmark_table_reads_fixed_speedups_off_the_seed_averaged_front(tmp_pa
     assert row["score@2x"] == pytest.approx(0.77) and row["score@3x"] == pytest.approx(0.61)
     assert row["speedup@99%"] == pytest.approx(1.2)  # only k=3 keeps 99% on either dev half, in both seeds
     assert row["area"] == pytest.approx((0.61 * (0.5 - 1 / 3) + 0.77 * (1 / 1.2 - 0.5) + 0.81 * (1 - 1 / 1.2)) / 0.81)
+
+
+def test_a_benchmark_part_way_compares_methods_on_the_seeds_they_all_finished(tmp_path) -> None:
+    # full has seeds 1 and 2; PABEE finished seed 1 and one of its three points of seed 2
+    heads = {"head_scores": [0.5, 0.6, 0.7], "knob_at": "infer"}
+    seed2 = _curve(2, 0.10)
+    records = [r | heads if r["method"] == "pabee" else r for r in _curve(1, 0.0) + seed2[:2]]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    frame = load_records(tmp_path)
+    assert set(matched_seeds(frame).seed) == {1}
+    main([str(tmp_path)])
+    bench = pd.read_csv(tmp_path / "benchmark.csv").set_index("method")
+    assert bench.seeds.to_dict() == {"full": 1, "pabee": 1}
+    # the area is against seed 1's full model (0.80), not the mean over full's two seeds (0.85)
+    area = (0.60 * (0.5 - 1 / 3) + 0.76 * (1 / 1.2 - 0.5) + 0.80 * (1 - 1 / 1.2)) / 0.80
+    assert bench.loc["pabee", "area"] == pytest.approx(area, rel=1e-5)
+    assert pd.read_csv(tmp_path / "heads.csv").full.tolist() == [pytest.approx(0.80)]
+    pts = pd.read_csv(tmp_path / "points.csv")
+    assert pts[pts.method == "full"].score.tolist() == [pytest.approx(0.80)]
+    full = pd.read_csv(tmp_path / "full.csv")  # the full model's own table: every seed it has
+    assert full.seeds.tolist() == [2] and full.score.tolist() == [pytest.approx(0.85)]
+    # once PABEE's seed 2 is finished, both seeds count
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(r | heads) + "\n" for r in seed2[2:]))
+    assert set(matched_seeds(load_records(tmp_path)).seed) == {1, 2}
 
 
 def test_report_writes_tables_plots_and_a_self_contained_page_deterministically(tmp_path, capsys) -> None:
