@@ -87,11 +87,33 @@ def run_ours(cfg, data, steps: int) -> tuple[float, int]:
     return seconds, sum(batch["input_ids"].numel() for batch in itertools.islice(batches, steps))
 
 
+def throughput(rates: dict[str, list[float]], token_rates: dict[str, list[float]], first: list[str], steps: int,
+               rounds: int, grouped: bool) -> dict:
+    """Part 1's summary: the median examples and padded tokens per second of each side, and the ratios."""
+    names = list(rates)
+    median = {k: statistics.median(v) for k, v in rates.items()}
+    median_tokens = {k: statistics.median(v) for k, v in token_rates.items()}
+    # paired per round (the same shuffle seed and machine state), then the median
+    paired = {other: statistics.median(a / b for a, b in zip(rates["dynbench"], rates[other]))
+              for other in names[1:]}
+    return {
+        "steps_per_round": steps, "rounds": rounds,
+        "examples_per_s": median, "all_rounds": rates, "first_per_round": first,
+        "padded_tokens_per_s": median_tokens, "all_rounds_tokens": token_rates,
+        "group_by_length": grouped,
+        "ratio_dynbench_over_trainer": median["dynbench"] / median["trainer"],
+        "ratio_tokens_dynbench_over_trainer": median_tokens["dynbench"] / median_tokens["trainer"],
+        "ratio_dynbench_over_trainer_grouped": median["dynbench"] / median["trainer_grouped"],
+        "ratio_tokens_dynbench_over_trainer_grouped": median_tokens["dynbench"] / median_tokens["trainer_grouped"],
+        "paired_median_ratio": paired,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="mrpc")
     ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5, help="0: no throughput rounds (with --score: the score only)")
     ap.add_argument("--score", action="store_true", help="also fine-tune with the Trainer for the full budget")
     ap.add_argument("--out", default="results/trainer_throughput/trainer_vs_dynbench.json")
     args = ap.parse_args()
@@ -115,24 +137,10 @@ def main() -> None:
             token_rates[side].append(tokens / seconds)
         print(f"round {r + 1}: " + ", ".join(f"{n} {rates[n][-1]:.1f} ex/s {token_rates[n][-1]:.0f} tok/s"
                                             for n in names), flush=True)
-    median = {k: statistics.median(v) for k, v in rates.items()}
-    median_tokens = {k: statistics.median(v) for k, v in token_rates.items()}
-    # paired per round (the same shuffle seed and machine state), then the median
-    paired = {other: statistics.median(a / b for a, b in zip(rates["dynbench"], rates[other]))
-              for other in names[1:]}
-    result = {
-        "task": cfg.task.name, "model": cfg.model.name, "batch_size": cfg.train.batch_size,
-        "max_length": cfg.model.max_length, "steps_per_round": args.steps, "rounds": args.rounds,
-        "examples_per_s": median, "all_rounds": rates, "first_per_round": first, "git_commit": git_commit(),
-        "padded_tokens_per_s": median_tokens, "all_rounds_tokens": token_rates,
-        "threads": torch.get_num_threads(),
-        "group_by_length": cfg.train.group_by_length,
-        "ratio_dynbench_over_trainer": median["dynbench"] / median["trainer"],
-        "ratio_tokens_dynbench_over_trainer": median_tokens["dynbench"] / median_tokens["trainer"],
-        "ratio_dynbench_over_trainer_grouped": median["dynbench"] / median["trainer_grouped"],
-        "ratio_tokens_dynbench_over_trainer_grouped": median_tokens["dynbench"] / median_tokens["trainer_grouped"],
-        "paired_median_ratio": paired,
-    }
+    result = {"task": cfg.task.name, "model": cfg.model.name, "batch_size": cfg.train.batch_size,
+              "max_length": cfg.model.max_length, "git_commit": git_commit(), "threads": torch.get_num_threads()}
+    if args.rounds:
+        result |= throughput(rates, token_rates, first, args.steps, args.rounds, cfg.train.group_by_length)
     if args.score:
         seconds, _, trainer = run_trainer(cfg, data, None)
         split = next(iter(data.dev.values()))
