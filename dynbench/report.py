@@ -33,12 +33,13 @@ import pandas as pd
 from dynbench import pareto
 from dynbench.errors import DynbenchError
 from dynbench.method import list_methods
+from dynbench.records import stable_hash
 
 matplotlib.use("Agg")  # files only, no display
 
 REQUIRED = ["method", "task", "model", "seed", "knob", "knob_value", "score", "flops", "flops_full", "speedup_flops"]
 RUN = ["task", "model", "seed"]
-POINT = ["task", "model", "budget_hash", "method", "knob", "knob_value", "infer_knob", "infer_knob_value"]
+POINT = ["task", "model", "budget", "method", "knob", "knob_value", "infer_knob", "infer_knob_value"]
 MEANS = ["score", "calib_score", "speedup_flops", "calib_speedup_flops", "layers_mean", "tokens_mean",
          "speedup_latency_b1", "speedup_throughput_eval"]
 FIXED_SPEEDUPS = (1.5, 2.0, 3.0)
@@ -70,14 +71,25 @@ def load_records(folder: Path) -> pd.DataFrame:
         if column not in frame:
             frame[column] = None
     frame["budget_hash"] = frame["budget_hash"].fillna("")
+    configs = frame["config"] if "config" in frame else pd.Series(None, index=frame.index)
+    frame["budget"] = [experiment_budget(c, b) for c, b in zip(configs, frame.budget_hash)]
     return frame[frame.limited != True].reset_index(drop=True)  # noqa: E712  smoke runs are not results
+
+
+def experiment_budget(config: Any, budget_hash: str) -> str:
+    """What makes runs the seeds of one experiment, so that the report averages over them: model, task, data and
+    training budget, from the record's ``config`` (a record's ``budget_hash`` holds its seed as well: it keys
+    the stages that seed trained). Records without a ``config`` keep their ``budget_hash``."""
+    if not isinstance(config, dict):
+        return budget_hash
+    return stable_hash({key: config.get(key) for key in ("model", "task", "data", "train")})
 
 
 def matched_seeds(frame: pd.DataFrame) -> pd.DataFrame:
     """The records of the seeds that every method of a task (and model and budget) has finished: a method's
     seed is finished when it has every point the method has in any seed. What the comparisons average over."""
     keep = pd.Series(False, index=frame.index)
-    for _, run in frame.groupby(["task", "model", "budget_hash"]):
+    for _, run in frame.groupby(["task", "model", "budget"]):
         shared = None
         for _, rows in run.groupby("method"):
             keys = pd.Series([tuple(map(str, point)) for point in rows[POINT].itertuples(index=False)], rows.index)
@@ -131,7 +143,7 @@ def operating_points(frame: pd.DataFrame, keep: float = 0.99) -> pd.DataFrame:
     if "fold_scores" not in frame:
         return pd.DataFrame(out)
     frame = frame[frame.fold_scores.map(lambda v: isinstance(v, list))]
-    for key, run in frame.groupby(RUN + ["budget_hash"]):  # never mix training budgets
+    for key, run in frame.groupby(RUN + ["budget"]):  # never mix training budgets
         full = run[run.method == "full"]
         if full.empty:
             continue
@@ -146,7 +158,7 @@ def operating_points(frame: pd.DataFrame, keep: float = 0.99) -> pd.DataFrame:
                                  1.0 if chosen is None else chosen.fold_speedup_flops[other]))
             score = float(np.mean([r[1] for r in readings]))
             half = 1.96 * float(np.sqrt(sum(r[2] ** 2 for r in readings))) / len(readings)
-            point = dict(zip(RUN + ["budget_hash"], key)) | {
+            point = dict(zip(RUN + ["budget"], key)) | {
                 "method": method, "knob": rows.knob.iloc[0],
                 "knob_value": " | ".join("full" if c is None else _value(c.knob_value) for c, *_ in readings),
                 "infer_knob_value": " | ".join("full" if c is None else _value(c.infer_knob_value) for c, *_ in readings)
@@ -186,13 +198,13 @@ def elue_scores(frame: pd.DataFrame) -> pd.DataFrame:
     truncation curve (``pareto.elue_score``), with the number of points inside truncation's FLOPs range."""
     rows = []
     latest = frame.drop_duplicates(subset=[*POINT, "seed"], keep="last")
-    for key, run in latest.groupby(RUN + ["budget_hash"]):
+    for key, run in latest.groupby(RUN + ["budget"]):
         ref = run[run.method == "truncate"]
         if ref.empty:
             continue
         for method, curve in run[~run.method.isin(REFERENCES)].groupby("method"):
             value, used = pareto.elue_score(curve.speedup_flops, curve.score, ref.speedup_flops, ref.score)
-            rows.append(dict(zip(RUN + ["budget_hash"], key)) | {"method": method, "elue": value, "points": used})
+            rows.append(dict(zip(RUN + ["budget"], key)) | {"method": method, "elue": value, "points": used})
     return pd.DataFrame(rows)
 
 
@@ -200,7 +212,7 @@ def _per_seed(table: pd.DataFrame, task: str, model: str, budget: str, method: s
     """The rows (one per seed) of a per-run table for one task, model, budget and method."""
     if table.empty:
         return table
-    return table[(table.task == task) & (table.model == model) & (table.budget_hash == budget)
+    return table[(table.task == task) & (table.model == model) & (table.budget == budget)
                  & (table.method == method)]
 
 
@@ -215,7 +227,7 @@ def benchmark_table(frame: pd.DataFrame) -> pd.DataFrame:
     truncation (both mean ± std over seeds)."""
     pts, ops, elue = points(frame), operating_points(frame), elue_scores(frame)
     rows = []
-    for (task, model, budget), group in pts.groupby(["task", "model", "budget_hash"]):
+    for (task, model, budget), group in pts.groupby(["task", "model", "budget"]):
         full = group[group.method == "full"]
         full_score = full.score.iloc[0] if not full.empty else np.nan
         for method, curve in group.groupby("method"):
@@ -242,15 +254,15 @@ def head_table(frame: pd.DataFrame) -> pd.DataFrame:
     if "head_scores" not in frame:
         return pd.DataFrame()
     with_heads = frame[frame.head_scores.map(lambda v: isinstance(v, list))]
-    full = frame[frame.method == "full"].groupby(["task", "model", "budget_hash"]).score.mean()
+    full = frame[frame.method == "full"].groupby(["task", "model", "budget"]).score.mean()
     rows = []
-    for (task, model, budget, method), group in with_heads.groupby(["task", "model", "budget_hash", "method"]):
+    for (task, model, budget, method), group in with_heads.groupby(["task", "model", "budget", "method"]):
         trains = (group.knob_at == "train").all()
         for value, models in group.groupby(group.knob_value.map(_value) if trains else pd.Series("", group.index)):
             per_seed = models.drop_duplicates("seed")  # one trained model per seed: every knob point repeats it
             scores = np.array(per_seed.head_scores.tolist(), dtype=float)
             row = {"task": task, "model": model, "method": method, "trained_knob": value or None,
-                   "seeds": len(per_seed), "budget_hash": budget}
+                   "seeds": len(per_seed), "budget": budget}
             row |= {f"layer_{i + 1}": v for i, v in enumerate(scores.mean(0))}
             row["full"] = full.get((task, model, budget), np.nan)
             row["majority"] = pd.to_numeric(per_seed.get("majority_score"), errors="coerce").mean()
@@ -263,11 +275,11 @@ def full_table(frame: pd.DataFrame) -> pd.DataFrame:
     per-seed scores, and its training (the epoch early stopping on calibration kept, the epochs run, seconds
     in all and per epoch, which sizes every other method's training): the baseline every method's curve is
     read against."""
-    full = frame[frame.method == "full"].drop_duplicates(subset=[*RUN, "budget_hash"], keep="last")
+    full = frame[frame.method == "full"].drop_duplicates(subset=[*RUN, "budget"], keep="last")
     rows = []
-    for (task, model, budget), group in full.groupby(["task", "model", "budget_hash"]):
+    for (task, model, budget), group in full.groupby(["task", "model", "budget"]):
         group = group.sort_values("seed")
-        row = {"task": task, "model": model, "seeds": len(group), "budget_hash": budget}
+        row = {"task": task, "model": model, "seeds": len(group), "budget": budget}
         row["score"], row["score_std"] = _mean_std(group.score)
         row["per_seed"] = [round(float(v), 4) for v in group.score]
         metrics = group["metrics"] if "metrics" in group else pd.Series([{}] * len(group), index=group.index)

@@ -92,6 +92,18 @@ def test_head_scores_per_layer_per_trained_model_beside_full_and_the_majority(tm
     assert png.name == "mrpc_heads.png" and png.stat().st_size > 10_000
 
 
+def test_the_runners_records_of_two_seeds_are_averaged_as_one_experiment(config, tmp_path) -> None:
+    from dynbench.runner import run
+
+    records = [run(config("method=full", "task=rte", "eval.timing=false", f"seed={seed}"))[0] for seed in (1, 2)]
+    assert records[0]["budget_hash"] != records[1]["budget_hash"]  # it keys each seed's stages
+    folder = tmp_path / "unlimited"  # smoke records are left out of reports; here they stand for real ones
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("".join(json.dumps(r | {"limited": False}) + "\n" for r in records))
+    [row] = full_table(load_records(folder)).itertuples()
+    assert row.seeds == 2 and row.score == pytest.approx(np.mean([r["score"] for r in records]))
+
+
 def test_full_table_gives_mean_std_per_seed_scores_metrics_and_the_kept_epoch(tmp_path) -> None:
     records = [_record("full", None, score, 0.8, 1.0) | {
         "seed": seed, "metrics": {"accuracy": score - 0.01, "f1": score + 0.01}, "train_seconds": 100.0 * seed,
