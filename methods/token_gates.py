@@ -73,8 +73,8 @@ from methods.full import PlainClassifier, plain_finetune
 # train), never on dev; spread first, so that a run stopped part-way has covered the range. Chosen again on this
 # protocol's MRPC seed-1 records (results/glue/NOTES.md): calibration speed-ups lambda 0.0025 1.29x (score 0.779),
 # 0.005 3.14x (0.719), 0.0075 4.25x (0.729), 0.015 5.45x (0.708, below the majority class); 0.00375 fills the gap
-# between 1.3x and 3.1x, and 0.01 and 0.015 (the previous grid's) were dropped as past the curve's end. CoLA and
-# STS-B have their own grids (conf/method/token_gates.yaml, method.task_knobs), chosen on their calibration splits.
+# between 1.3x and 3.1x, and 0.01 and 0.015 (the previous grid's) were dropped as past the curve's end. CoLA,
+# STS-B and SST-2 have their own grids (conf/method/token_gates.yaml, method.task_knobs), chosen on their calibration splits.
 LAMBDA_GRID = [0.005, 0.0025, 0.0075, 0.00375]
 FLOOR = 1e-3  # the smallest soft weight of a gated token while training
 
