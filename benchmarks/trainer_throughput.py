@@ -9,9 +9,11 @@ ratios. The samplers draw different batches, and with dynamic padding a batch co
 costs, so a short run can favour either side by luck of the draw: each round uses its own shuffle seed (the
 bias averages out over rounds), and the padded tokens each side processed are counted, to give the per-token
 ratio (the loops themselves, less what grouping saves) too. Part 2 (``--score``): the Trainer fine-tunes for
-the full budget (``train.epochs``) and is scored on dev, to set beside the ``full`` record of the same config.
+the full budget (``train.epochs``) and is scored on dev, to set beside the ``full`` record of the same config;
+``--rounds 0`` skips part 1, to run part 2 alone into its own ``--out``.
 
     python benchmarks/trainer_throughput.py --task mrpc --steps 40 --rounds 5 --score
+    python benchmarks/trainer_throughput.py --rounds 0 --score --out results/trainer_throughput/trainer_full_budget.json
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ from dynbench.records import git_commit
 from dynbench.runner import load_data
 from dynbench.train import _Run, epoch_loader
 from methods.full import plain_finetune
+
+DEFAULT_OUT = "results/trainer_throughput/trainer_vs_dynbench.json"
 
 
 def trainer_args(cfg, out: str, steps: int | None, total: int, grouped: bool = False) -> TrainingArguments:
@@ -115,8 +119,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=5, help="0: no throughput rounds (with --score: the score only)")
     ap.add_argument("--score", action="store_true", help="also fine-tune with the Trainer for the full budget")
-    ap.add_argument("--out", default="results/trainer_throughput/trainer_vs_dynbench.json")
+    ap.add_argument("--out", default=None, help="the JSON to write (default, with rounds: " + DEFAULT_OUT + ")")
     args = ap.parse_args()
+    if args.rounds < 0:
+        ap.error("--rounds must be 0 or more")
+    if args.rounds == 0 and not (args.score and args.out):
+        ap.error("--rounds 0 measures the score only: pass --score and an --out of its own, so the committed "
+                 "throughput file is not overwritten")
+    args.out = args.out or DEFAULT_OUT
     cfg = load_config(f"task={args.task}", "model=minilm")
     data = load_data(cfg)
     examples = args.steps * cfg.train.batch_size

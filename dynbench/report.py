@@ -73,31 +73,73 @@ def load_records(folder: Path) -> pd.DataFrame:
     frame["budget_hash"] = frame["budget_hash"].fillna("")
     configs = frame["config"] if "config" in frame else pd.Series(None, index=frame.index)
     frame["budget"] = [experiment_budget(c, b) for c, b in zip(configs, frame.budget_hash)]
-    return frame[frame.limited != True].reset_index(drop=True)  # noqa: E712  smoke runs are not results
+    frame = frame[frame.limited != True].reset_index(drop=True)  # noqa: E712  smoke runs are not results
+    if frame.empty:
+        raise DynbenchError(f"only smoke-run records (limited: true) under {folder}: run without train.limit_* or "
+                            "eval.limit to make results")
+    return frame
+
+
+BUDGET_KEYS = ("model", "task", "data", "train")
 
 
 def experiment_budget(config: Any, budget_hash: str) -> str:
     """What makes runs the seeds of one experiment, so that the report averages over them: model, task, data and
     training budget, from the record's ``config`` (a record's ``budget_hash`` holds its seed as well: it keys
-    the stages that seed trained). Records without a ``config`` keep their ``budget_hash``."""
-    if not isinstance(config, dict):
+    the stages that seed trained). Records whose ``config`` lacks any of these keep their ``budget_hash``: a
+    partial config would make runs of different budgets look like seeds of one."""
+    if not isinstance(config, dict) or not all(key in config for key in BUDGET_KEYS):
         return budget_hash
-    return stable_hash({key: config.get(key) for key in ("model", "task", "data", "train")})
+    return stable_hash({key: config[key] for key in BUDGET_KEYS})
 
 
-def matched_seeds(frame: pd.DataFrame) -> pd.DataFrame:
-    """The records of the seeds that every method of a task (and model and budget) has finished: a method's
-    seed is finished when it has every point the method has in any seed. What the comparisons average over."""
+def _point_label(point) -> str:
+    """A point's knob values as a reader names them (``patience=2``, ``tau=0.3/slack=0.1``)."""
+    label = f"{point.knob}={_value(point.knob_value)}"
+    if isinstance(point.infer_knob, str):
+        label += f"/{point.infer_knob}={_value(point.infer_knob_value)}"
+    return label
+
+
+def matched_seeds(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The records of the seeds that every method of a task (and model and budget) has finished, what the
+    comparisons average over, and a note for each seed left out (the methods that have not finished it and
+    the points they lack), so that a benchmark part way through, or a stray point, is seen rather than silent.
+    A method's seed is finished when it has every point the method has in any seed. Where no seed is finished
+    by every method, each method keeps its own finished seeds (all its seeds if it finished none), and the
+    note says the task's methods are compared over different seeds."""
     keep = pd.Series(False, index=frame.index)
-    for _, run in frame.groupby(["task", "model", "budget"]):
-        shared = None
-        for _, rows in run.groupby("method"):
-            keys = pd.Series([tuple(map(str, point)) for point in rows[POINT].itertuples(index=False)], rows.index)
+    notes: list[str] = []
+    for (task, model, budget), run in frame.groupby(["task", "model", "budget"]):
+        finished, lacking = {}, {}
+        for method, rows in run.groupby("method"):
+            named = list(rows[POINT].itertuples(index=False))
+            keys = pd.Series([tuple(map(str, point)) for point in named], rows.index)
+            labels = dict(zip(keys, map(_point_label, named)))
             grid = set(keys)
-            finished = {seed for seed, k in keys.groupby(rows.seed) if set(k) == grid}
-            shared = finished if shared is None else shared & finished
-        keep[run.index[run.seed.isin(shared)]] = True
-    return frame[keep]
+            for seed, have in keys.groupby(rows.seed):
+                if set(have) != grid:
+                    missing = sorted(labels[k] for k in grid - set(have))
+                    shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+                    lacking[(method, seed)] = f"{method} lacks {len(missing)} of {len(grid)} points ({shown})"
+            finished[method] = {seed for seed in rows.seed.unique() if (method, seed) not in lacking}
+        shared = set.intersection(*finished.values())
+        where = f"{task} ({model}, budget {budget[:8]})"
+        if shared:
+            keep[run.index[run.seed.isin(shared)]] = True
+        else:
+            own = [seed in (finished[m] or set(run.seed[run.method == m])) for m, seed in zip(run.method, run.seed)]
+            keep[run.index[own]] = True
+            seeds = "; ".join(f"{m}: {sorted(map(int, s)) or 'none finished'}" for m, s in sorted(finished.items()))
+            notes.append(f"{where}: no seed is finished by every method ({seeds}); each method is compared over "
+                         "its own seeds")
+        for seed in sorted(set(run.seed) - shared) if shared else []:
+            behind = [m for m in sorted(finished) if seed not in finished[m]]
+            unrun = [m for m in behind if (m, seed) not in lacking]
+            why = ([f"not run by {', '.join(unrun)}"] if unrun else []) + [lacking[m, seed] for m in behind
+                                                                            if (m, seed) in lacking]
+            notes.append(f"{where}: seed {int(seed)} left out of the comparisons: {'; '.join(why)}")
+    return frame[keep], notes
 
 
 def points(frame: pd.DataFrame) -> pd.DataFrame:
@@ -109,6 +151,9 @@ def points(frame: pd.DataFrame) -> pd.DataFrame:
     for _, group in frame.groupby(POINT, sort=True, dropna=False):  # None (no knob) is a group of its own
         first = frame.loc[group.index[0]]
         row = {c: first[c] for c in POINT} | {"seeds": group.seed.nunique()}
+        if "speedup_latency_b1" in frame:  # wall-clock is timed on some seeds only (eval.timing): say on how many
+            timed = pd.to_numeric(frame.loc[group.index, "speedup_latency_b1"], errors="coerce")
+            row["timed_seeds"] = int(timed.notna().sum())
         for c in MEANS:
             if c in frame:
                 values = pd.to_numeric(frame.loc[group.index, c], errors="coerce")
@@ -231,7 +276,8 @@ def benchmark_table(frame: pd.DataFrame) -> pd.DataFrame:
         full = group[group.method == "full"]
         full_score = full.score.iloc[0] if not full.empty else np.nan
         for method, curve in group.groupby("method"):
-            row = {"task": task, "model": model, "method": method, "points": len(curve), "seeds": curve.seeds.max()}
+            row = {"task": task, "model": model, "budget": budget, "method": method, "points": len(curve),
+                   "seeds": curve.seeds.max()}
             for s in FIXED_SPEEDUPS:
                 row[f"score@{s:g}x"] = pareto.score_at(curve.speedup_flops, curve.score, s)
             row["area"] = pareto.area(curve.speedup_flops, curve.score, full_score) if pd.notna(full_score) else np.nan
@@ -537,9 +583,9 @@ def _markdown(frame: pd.DataFrame) -> str:
 def write_report(folder: Path, axes: tuple[str, ...] = ("flops",), wandb_project: str | None = None) -> dict[str, str]:
     """Writes the tables (Markdown and CSV), the plots (removing those of its plots it no longer writes) and
     ``report.html`` into ``folder`` (and logs tables and plots to a wandb run in ``wandb_project``, if given);
-    returns the tables as Markdown."""
+    returns the tables as Markdown, and under ``seeds`` the seeds left out of the comparisons and why."""
     frame = load_records(folder)
-    compared = matched_seeds(frame)
+    compared, notes = matched_seeds(frame)
     tables = {"benchmark": benchmark_table(compared), "operating_points": operating_points(compared),
               "full": full_table(frame), "heads": head_table(compared), "compute": compute_table(frame),
               "points": points(compared).drop(columns=["rel_flops"])}
@@ -560,14 +606,16 @@ def write_report(folder: Path, axes: tuple[str, ...] = ("flops",), wandb_project
         ("compute", "Where the time went (seconds: training of the stages each method's runs trained, evaluation "
                     "passes, wall-clock timing; per machine)"),
         ("points", "Points (every knob value; dev scores; mean over the seeds every method of the task has finished)")))
+    seeds = "\n".join(f"- {note}" for note in notes) or "Every finished seed of every task."
+    text += f"# Seeds compared\n\n{seeds}\n"
     (folder / "summary.md").write_text(text)
     plots = ([p for a in axes for p in plot_curves(compared, folder, a)] + plot_exits(compared, folder)
              + plot_tokens(compared, folder) + plot_heads(compared, folder))
     _remove_stale_plots(folder, plots)
-    (folder / "report.html").write_text(_html(folder.name, tables, plots, frame))
+    (folder / "report.html").write_text(_html(folder.name, tables, plots, frame, notes))
     if wandb_project:
         _log_to_wandb(wandb_project, folder, tables, plots)
-    return {name: _markdown(t) for name, t in tables.items()}
+    return {name: _markdown(t) for name, t in tables.items()} | {"seeds": seeds}
 
 
 def _log_to_wandb(project: str, folder: Path, tables: dict[str, pd.DataFrame], plots: list[Path]) -> None:
@@ -583,8 +631,9 @@ def _log_to_wandb(project: str, folder: Path, tables: dict[str, pd.DataFrame], p
 
 
 def _display(table: pd.DataFrame) -> pd.DataFrame:
-    """A table as the page shows it: no hash columns, lists as short rounded strings (the CSVs keep all)."""
-    shown = table.drop(columns=[c for c in table.columns if c.endswith("_hash")])
+    """A table as the page shows it: no hash columns (nor ``budget``, one), lists as short rounded strings (the
+    CSVs keep all)."""
+    shown = table.drop(columns=[c for c in table.columns if c.endswith("_hash") or c == "budget"])
 
     def compact(v):
         if isinstance(v, list):
@@ -601,10 +650,11 @@ def _table_html(table: pd.DataFrame) -> str:
     return f"<div class='wide'>{html_table}</div>"
 
 
-def _html(title: str, tables: dict[str, pd.DataFrame], plots: list[Path], frame: pd.DataFrame) -> str:
-    """One self-contained page: the plots first (inlined as base64), then the summary tables, then the raw
-    points and every run's config behind collapsible sections. Wide tables scroll inside their box, so
-    nothing runs off the page."""
+def _html(title: str, tables: dict[str, pd.DataFrame], plots: list[Path], frame: pd.DataFrame,
+          notes: list[str]) -> str:
+    """One self-contained page: the plots first (inlined as base64), then the seeds left out of the
+    comparisons, the summary tables, then the raw points and every run's config behind collapsible sections.
+    Wide tables scroll inside their box, so nothing runs off the page."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>dynbench: {html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
              "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;"
@@ -616,6 +666,8 @@ def _html(title: str, tables: dict[str, pd.DataFrame], plots: list[Path], frame:
         parts.append(f"<figure><img alt='{path.name}' src='data:image/png;base64,{data}'>"
                      f"<figcaption>{path.name}</figcaption></figure>")
     parts.append("</div>")
+    if notes:
+        parts.append("<h2>seeds compared</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     for name, table in tables.items():
         if name != "points":
             parts.append(f"<h2>{name.replace('_', ' ')}</h2>" + _table_html(table))
@@ -643,7 +695,7 @@ def main(argv: list[str] | None = None) -> None:
         tables = write_report(args.folder, ("flops", "latency") if args.axis == "both" else (args.axis,), args.wandb)
     except DynbenchError as err:
         sys.exit(f"error: {err}")
-    print(tables["benchmark"] + "\n\n" + tables["operating_points"])
+    print(tables["benchmark"] + "\n\n" + tables["operating_points"] + "\n\nSeeds compared:\n" + tables["seeds"])
     print(f"\nwrote {args.folder / 'summary.md'}, *.csv, *.png and {args.folder / 'report.html'}")
 
 

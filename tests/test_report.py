@@ -167,8 +167,16 @@ def test_pareto_front_interpolation_and_area_on_hand_made_points() -> None:
     assert np.isnan(pareto.score_at(speedup[:2], np.array([np.nan, np.nan]), 1.5))  # undefined scores: no front
 
 
+def _config(seed: int) -> dict:
+    """A record's config as the runner writes it: the seed beside the training budget that seeds share."""
+    return {"seed": seed, "model": {"name": "minilm"}, "task": {"name": "mrpc"}, "data": "tsv:abc",
+            "train": {"lr": 1e-4, "epochs": 10}, "method": {"name": "any"}}
+
+
 def _curve(seed: int, shift: float) -> list[dict]:
-    base = {"seed": seed, "budget_hash": "b1", "run_id": f"r{seed}", "config": {"seed": seed}}
+    # each seed's budget_hash differs, as the runner's do (it keys that seed's stages): seeds are averaged
+    # because their configs' training budgets are equal
+    base = {"seed": seed, "budget_hash": f"b{seed}", "run_id": f"r{seed}", "config": _config(seed)}
     return [_record("full", None, 0.80 + shift, 0.80, 1.0) | base | {"exit_counts": [0, 0, 2]},
             *[_record("pabee", k, score + shift, score, speedup) | base | {"exit_counts": counts}
               for k, score, speedup, counts in [(1, 0.60, 3.0, [2, 0, 0]), (2, 0.76, 2.0, [1, 1, 0]),
@@ -186,6 +194,14 @@ def test_benchmark_table_reads_fixed_speedups_off_the_seed_averaged_front(tmp_pa
     assert row["score@2x"] == pytest.approx(0.77) and row["score@3x"] == pytest.approx(0.61)
     assert row["speedup@99%"] == pytest.approx(1.2)  # only k=3 keeps 99% on either dev half, in both seeds
     assert row["area"] == pytest.approx((0.61 * (0.5 - 1 / 3) + 0.77 * (1 / 1.2 - 0.5) + 0.81 * (1 - 1 / 1.2)) / 0.81)
+    assert row.budget == frame.budget.iloc[0] and frame.budget.nunique() == 1
+
+
+def test_wall_clock_means_say_how_many_seeds_were_timed(tmp_path) -> None:
+    untimed = [{k: v for k, v in r.items() if not k.startswith("speedup_latency_b1")} for r in _curve(2, 0.0)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _curve(1, 0.0) + untimed))
+    pabee2 = points(load_records(tmp_path)).set_index(["method", "knob_value"]).loc[("pabee", 2)]
+    assert pabee2.seeds == 2 and pabee2.timed_seeds == 1 and pabee2.speedup_latency_b1 == pytest.approx(2.0 * 0.9)
 
 
 def test_a_benchmark_part_way_compares_methods_on_the_seeds_they_all_finished(tmp_path) -> None:
@@ -195,7 +211,10 @@ def test_a_benchmark_part_way_compares_methods_on_the_seeds_they_all_finished(tm
     records = [r | heads if r["method"] == "pabee" else r for r in _curve(1, 0.0) + seed2[:2]]
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     frame = load_records(tmp_path)
-    assert set(matched_seeds(frame).seed) == {1}
+    compared, notes = matched_seeds(frame)
+    assert set(compared.seed) == {1}
+    assert notes == ["mrpc (minilm, budget " + compared.budget.iloc[0][:8] + "): seed 2 left out of the comparisons: "
+                     "pabee lacks 2 of 3 points (k=2, k=3)"]
     main([str(tmp_path)])
     bench = pd.read_csv(tmp_path / "benchmark.csv").set_index("method")
     assert bench.seeds.to_dict() == {"full": 1, "pabee": 1}
@@ -209,7 +228,47 @@ def test_a_benchmark_part_way_compares_methods_on_the_seeds_they_all_finished(tm
     assert full.seeds.tolist() == [2] and full.score.tolist() == [pytest.approx(0.85)]
     # once PABEE's seed 2 is finished, both seeds count
     (tmp_path / "b.jsonl").write_text("".join(json.dumps(r | heads) + "\n" for r in seed2[2:]))
-    assert set(matched_seeds(load_records(tmp_path)).seed) == {1, 2}
+    assert matched_seeds(load_records(tmp_path))[0].seed.unique().tolist() == [1, 2]
+    assert matched_seeds(load_records(tmp_path))[1] == []
+
+
+def test_seeds_of_one_experiment_need_its_whole_budget_in_the_config() -> None:
+    from dynbench.report import experiment_budget
+
+    assert experiment_budget(_config(1), "b1") == experiment_budget(_config(2), "b2")
+    assert experiment_budget(_config(1) | {"train": {"lr": 2e-4}}, "b1") != experiment_budget(_config(2), "b2")
+    partial = {k: v for k, v in _config(1).items() if k != "data"}  # which data trained it is unknown
+    assert experiment_budget(partial, "b1") == "b1" and experiment_budget(None, "b1") == "b1"
+
+
+def test_when_no_seed_is_shared_each_method_keeps_its_own_and_the_report_says_so(tmp_path) -> None:
+    records = [r for r in _curve(1, 0.0) if r["method"] == "full"] + [r for r in _curve(2, 0.1) if r["method"] == "pabee"]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    compared, [note] = matched_seeds(load_records(tmp_path))
+    assert sorted(zip(compared.method, compared.seed))[0] == ("full", 1) and set(compared.seed) == {1, 2}
+    assert "no seed is finished by every method (full: [1]; pabee: [2])" in note
+    main([str(tmp_path)])  # the report is still written, and the page and summary say how it compared
+    assert pd.read_csv(tmp_path / "benchmark.csv").method.tolist() == ["full", "pabee"]
+    assert note in (tmp_path / "summary.md").read_text()
+    assert "each method is compared over its own seeds" in (tmp_path / "report.html").read_text()
+
+
+def test_a_stray_point_or_a_late_method_is_named_where_it_holds_back_a_seed(tmp_path) -> None:
+    stray = _record("pabee", 9, 0.5, 0.5, 5.0) | {"seed": 1, "budget_hash": "b1", "config": _config(1)}
+    late = [_record("deebert", 1, 0.7, 0.7, 2.0) | {"seed": 2, "budget_hash": "b2", "config": _config(2)}]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _curve(1, 0.0) + _curve(2, 0.0) + [stray]))
+    compared, [note] = matched_seeds(load_records(tmp_path))
+    assert set(compared.seed) == {1} and note.endswith("seed 2 left out of the comparisons: pabee lacks 1 of 4 "
+                                                       "points (k=9)")
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _curve(1, 0.0) + _curve(2, 0.0) + late))
+    compared, [note] = matched_seeds(load_records(tmp_path))
+    assert set(compared.seed) == {2} and note.endswith("seed 1 left out of the comparisons: not run by deebert")
+
+
+def test_a_folder_of_smoke_runs_only_is_a_clear_error(tmp_path) -> None:
+    (tmp_path / "a.jsonl").write_text(json.dumps(_record("full", None, 0.8, 0.8, 1.0) | {"limited": True}) + "\n")
+    with pytest.raises(DynbenchError, match="only smoke-run records"):
+        load_records(tmp_path)
 
 
 def test_report_writes_tables_plots_and_a_self_contained_page_deterministically(tmp_path, capsys) -> None:
