@@ -9,8 +9,9 @@
 - Plots per task: score against relative FLOPs (or measured latency), where each method's examples exit,
   and how many tokens each token-reduction method carries into each layer.
 - Every comparison (points, fronts, operating points, ELUE-style scores, heads, plots) is over the seeds that
-  every method of the task has finished (``matched_seeds``), so a benchmark part way through never sets one
-  method's three-seed mean beside another's one seed; the full model's own table covers all its seeds.
+  every method of the task has finished (``matched_seeds``; a method that has not finished any of them is left
+  out, and named), so a benchmark part way through never sets one method's three-seed mean beside another's one
+  seed; the full model's own table covers all its seeds.
 
 Deterministic from the records (same records, same files); never trains or evaluates.
 
@@ -75,8 +76,8 @@ def load_records(folder: Path) -> pd.DataFrame:
     frame["budget"] = [experiment_budget(c, b) for c, b in zip(configs, frame.budget_hash)]
     frame = frame[frame.limited != True].reset_index(drop=True)  # noqa: E712  smoke runs are not results
     if frame.empty:
-        raise DynbenchError(f"only smoke-run records (limited: true) under {folder}: run without train.limit_* or "
-                            "eval.limit to make results")
+        raise DynbenchError(f"only smoke-run records (limited: true) under {folder}: run without train=smoke, "
+                            "train.limit_train and train.limit_eval to make results")
     return frame
 
 
@@ -93,67 +94,95 @@ def experiment_budget(config: Any, budget_hash: str) -> str:
     return stable_hash({key: config[key] for key in BUDGET_KEYS})
 
 
-def _point_label(point) -> str:
+def _point_key(value: Any) -> str:
+    """A knob value as ``points`` groups it: None and NaN alike (pandas turns one into the other beside
+    numbers), 1 and 1.0 alike."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "None"
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    return str(value)
+
+
+def _point_label(point: tuple[str, ...]) -> str:
     """A point's knob values as a reader names them (``patience=2``, ``tau=0.3/slack=0.1``)."""
-    label = f"{point.knob}={_value(point.knob_value)}"
-    if isinstance(point.infer_knob, str):
-        label += f"/{point.infer_knob}={_value(point.infer_knob_value)}"
+    named = dict(zip(POINT, point))
+    label = f"{named['knob']}={named['knob_value']}"
+    if named["infer_knob"] != "None":
+        label += f"/{named['infer_knob']}={named['infer_knob_value']}"
     return label
 
 
+def _numeric_order(point: tuple[str, ...]) -> tuple:
+    """Sorts points by their values as numbers where they are numbers (``k=2`` before ``k=10``)."""
+    def one(v: str) -> tuple:
+        try:
+            return (0, float(v), "")
+        except ValueError:
+            return (1, 0.0, v)
+    return tuple(one(v) for v in point)
+
+
+def _seed_status(rows: pd.DataFrame) -> tuple[set, dict]:
+    """One method's records of one task: the seeds it has finished (every point it has in any seed) and, per
+    unfinished seed, what it lacks."""
+    keys = pd.Series([tuple(map(_point_key, point)) for point in rows[POINT].itertuples(index=False)], rows.index)
+    grid, lacking = set(keys), {}
+    for seed, have in keys.groupby(rows.seed):
+        missing = sorted(grid - set(have), key=_numeric_order)
+        if missing:
+            shown = ", ".join(map(_point_label, missing[:3])) + (", ..." if len(missing) > 3 else "")
+            lacking[seed] = f"lacks {len(missing)} of {len(grid)} points ({shown})"
+    return set(rows.seed.unique()) - set(lacking), lacking
+
+
 def matched_seeds(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """The records of the seeds that every method of a task (and model and budget) has finished, what the
-    comparisons average over, and a note for each seed left out (the methods that have not finished it and
-    the points they lack), so that a benchmark part way through, or a stray point, is seen rather than silent.
-    A method's seed is finished when it has every point the method has in any seed. Where no seed is finished
-    by every method, each method keeps its own finished seeds (all its seeds if it finished none), and the
-    note says the task's methods are compared over different seeds."""
+    """The records that the comparisons read, and a note for each seed and each method left out of them, so
+    that a benchmark part way through, or a stray point, is seen rather than silent.
+
+    Per task (and model and budget): a method's seed is finished when it has every point the method has in
+    any seed. Compared are the methods that finished the seed most methods finished (the lowest such seed on
+    ties), all of them on the seeds they have all finished: normally every method, on the seeds every method
+    finished. A method that has not finished one of those seeds (a late one, or one whose seeds each lack a
+    point) is left out and named, rather than compared over other seeds than the rest, full included."""
     keep = pd.Series(False, index=frame.index)
     notes: list[str] = []
     for (task, model, budget), run in frame.groupby(["task", "model", "budget"]):
-        finished, lacking = {}, {}
-        for method, rows in run.groupby("method"):
-            named = list(rows[POINT].itertuples(index=False))
-            keys = pd.Series([tuple(map(str, point)) for point in named], rows.index)
-            labels = dict(zip(keys, map(_point_label, named)))
-            grid = set(keys)
-            for seed, have in keys.groupby(rows.seed):
-                if set(have) != grid:
-                    missing = sorted(labels[k] for k in grid - set(have))
-                    shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-                    lacking[(method, seed)] = f"{method} lacks {len(missing)} of {len(grid)} points ({shown})"
-            finished[method] = {seed for seed in rows.seed.unique() if (method, seed) not in lacking}
-        shared = set.intersection(*finished.values())
-        where = f"{task} ({model}, budget {budget[:8]})"
-        if shared:
-            keep[run.index[run.seed.isin(shared)]] = True
-        else:
-            own = [seed in (finished[m] or set(run.seed[run.method == m])) for m, seed in zip(run.method, run.seed)]
-            keep[run.index[own]] = True
-            seeds = "; ".join(f"{m}: {sorted(map(int, s)) or 'none finished'}" for m, s in sorted(finished.items()))
-            notes.append(f"{where}: no seed is finished by every method ({seeds}); each method is compared over "
-                         "its own seeds")
-        for seed in sorted(set(run.seed) - shared) if shared else []:
-            behind = [m for m in sorted(finished) if seed not in finished[m]]
-            unrun = [m for m in behind if (m, seed) not in lacking]
-            why = ([f"not run by {', '.join(unrun)}"] if unrun else []) + [lacking[m, seed] for m in behind
-                                                                            if (m, seed) in lacking]
-            notes.append(f"{where}: seed {int(seed)} left out of the comparisons: {'; '.join(why)}")
+        status = {method: _seed_status(rows) for method, rows in run.groupby("method")}
+        seeds = sorted(run.seed.unique())
+        by_seed = {seed: {m for m, (done, _) in status.items() if seed in done} for seed in seeds}
+        compared = by_seed[max(seeds, key=lambda seed: (len(by_seed[seed]), -seed))]
+        shared = [seed for seed in seeds if compared <= by_seed[seed]] if compared else []
+        keep[run.index[run.seed.isin(shared) & run.method.isin(compared)]] = True
+        where = f"{task} ({model}, budget {budget[:8] or 'none'})"
+
+        def why(method: str, seed: Any) -> str:
+            return status[method][1].get(seed, "has not run it")
+
+        for method in sorted(set(status) - compared):
+            done = sorted(map(int, status[method][0]))
+            on = "; ".join(f"seed {int(seed)}: {why(method, seed)}" for seed in shared) or "no seed is compared"
+            notes.append(f"{where}: {method} left out of the comparisons ({on}; finished: {done or 'none'})")
+        for seed in sorted(set(seeds) - set(shared)) if compared else []:
+            behind = [m for m in sorted(compared) if m not in by_seed[seed]]
+            notes.append(f"{where}: seed {int(seed)} left out of the comparisons: "
+                         + "; ".join(f"{m} {why(m, seed)}" for m in behind))
     return frame[keep], notes
 
 
 def points(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (task, model, budget, method, knob point): means and stds over seeds, seed count, and the
-    dev score's bootstrap interval when one seed made it."""
+    """One row per (task, model, budget, method, knob point): means and stds over seeds, seed count (and
+    ``timed_seeds``, those with wall-clock timing, which the wall-clock means are over), and the dev score's
+    bootstrap interval when one seed made it."""
     rows = []
     # a point measured twice for one seed (say, by two runs with different knob grids) counts once: the latest
     frame = frame.drop_duplicates(subset=[*POINT, "seed"], keep="last")
     for _, group in frame.groupby(POINT, sort=True, dropna=False):  # None (no knob) is a group of its own
         first = frame.loc[group.index[0]]
         row = {c: first[c] for c in POINT} | {"seeds": group.seed.nunique()}
-        if "speedup_latency_b1" in frame:  # wall-clock is timed on some seeds only (eval.timing): say on how many
-            timed = pd.to_numeric(frame.loc[group.index, "speedup_latency_b1"], errors="coerce")
-            row["timed_seeds"] = int(timed.notna().sum())
+        timed = pd.to_numeric(frame.loc[group.index, "speedup_latency_b1"], errors="coerce") \
+            if "speedup_latency_b1" in frame else pd.Series(dtype=float)
+        row["timed_seeds"] = int(timed.notna().sum())  # wall-clock is timed on some seeds only (eval.timing)
         for c in MEANS:
             if c in frame:
                 values = pd.to_numeric(frame.loc[group.index, c], errors="coerce")
@@ -595,8 +624,9 @@ def write_report(folder: Path, axes: tuple[str, ...] = ("flops",), wandb_project
         ("benchmark", f"Benchmark: score at {', '.join(f'{s:g}x' for s in FIXED_SPEEDUPS)} FLOPs speed-up (Pareto "
                       "front, dev), speed-up at >= 99% of full (cross-fitted on dev halves), normalised area, "
                       "ELUE-style score (mean score minus static truncation's at the same FLOPs; points outside "
-                      "truncation's FLOPs range left out); every table but the full model's and compute's is over the seeds "
-                      "every method of the task has finished"),
+                      "truncation's FLOPs range left out); every table but the full model's and compute's is over the "
+                      "seeds every method of the task has finished (a method that has not is left out: Seeds "
+                      "compared, at the end)"),
         ("operating_points", "Operating points (>= 99% of full's score, chosen on one half of dev and read on the "
                              "other, both ways, averaged; 95% interval; wall-clock speed-ups at "
                              "batch 1 and the eval batch size, median of interleaved rounds with the lowest and "
@@ -605,7 +635,7 @@ def write_report(folder: Path, axes: tuple[str, ...] = ("flops",), wandb_project
         ("heads", "Internal classifiers (dev score of the classifier after each layer, on every example)"),
         ("compute", "Where the time went (seconds: training of the stages each method's runs trained, evaluation "
                     "passes, wall-clock timing; per machine)"),
-        ("points", "Points (every knob value; dev scores; mean over the seeds every method of the task has finished)")))
+        ("points", "Points (every knob value; dev scores; mean over the seeds compared, below)")))
     seeds = "\n".join(f"- {note}" for note in notes) or "Every finished seed of every task."
     text += f"# Seeds compared\n\n{seeds}\n"
     (folder / "summary.md").write_text(text)
@@ -631,9 +661,11 @@ def _log_to_wandb(project: str, folder: Path, tables: dict[str, pd.DataFrame], p
 
 
 def _display(table: pd.DataFrame) -> pd.DataFrame:
-    """A table as the page shows it: no hash columns (nor ``budget``, one), lists as short rounded strings (the
-    CSVs keep all)."""
-    shown = table.drop(columns=[c for c in table.columns if c.endswith("_hash") or c == "budget"])
+    """A table as the page shows it: no hash columns, ``budget`` cut to the 8 characters the seed notes
+    name it by, lists as short rounded strings (the CSVs keep all)."""
+    shown = table.drop(columns=[c for c in table.columns if c.endswith("_hash")])
+    if "budget" in shown:
+        shown = shown.assign(budget=shown.budget.str[:8])
 
     def compact(v):
         if isinstance(v, list):

@@ -216,6 +216,7 @@ def test_a_benchmark_part_way_compares_methods_on_the_seeds_they_all_finished(tm
     assert notes == ["mrpc (minilm, budget " + compared.budget.iloc[0][:8] + "): seed 2 left out of the comparisons: "
                      "pabee lacks 2 of 3 points (k=2, k=3)"]
     main([str(tmp_path)])
+    assert notes[0] in (tmp_path / "summary.md").read_text() and notes[0] in (tmp_path / "report.html").read_text()
     bench = pd.read_csv(tmp_path / "benchmark.csv").set_index("method")
     assert bench.seeds.to_dict() == {"full": 1, "pabee": 1}
     # the area is against seed 1's full model (0.80), not the mean over full's two seeds (0.85)
@@ -241,28 +242,41 @@ def test_seeds_of_one_experiment_need_its_whole_budget_in_the_config() -> None:
     assert experiment_budget(partial, "b1") == "b1" and experiment_budget(None, "b1") == "b1"
 
 
-def test_when_no_seed_is_shared_each_method_keeps_its_own_and_the_report_says_so(tmp_path) -> None:
+def test_a_method_that_shares_no_seed_with_the_rest_is_left_out_and_named(tmp_path) -> None:
     records = [r for r in _curve(1, 0.0) if r["method"] == "full"] + [r for r in _curve(2, 0.1) if r["method"] == "pabee"]
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    compared, [note] = matched_seeds(load_records(tmp_path))
-    assert sorted(zip(compared.method, compared.seed))[0] == ("full", 1) and set(compared.seed) == {1, 2}
-    assert "no seed is finished by every method (full: [1]; pabee: [2])" in note
-    main([str(tmp_path)])  # the report is still written, and the page and summary say how it compared
-    assert pd.read_csv(tmp_path / "benchmark.csv").method.tolist() == ["full", "pabee"]
-    assert note in (tmp_path / "summary.md").read_text()
-    assert "each method is compared over its own seeds" in (tmp_path / "report.html").read_text()
+    compared, [note, seed2] = matched_seeds(load_records(tmp_path))
+    assert set(zip(compared.method, compared.seed)) == {("full", 1)}  # never PABEE's seed 2 against full's seed 1
+    assert note.endswith("pabee left out of the comparisons (seed 1: has not run it; finished: [2])")
+    assert seed2.endswith("seed 2 left out of the comparisons: full has not run it")
+    main([str(tmp_path)])  # the report is still written, and the page and summary say what was left out
+    assert pd.read_csv(tmp_path / "benchmark.csv").method.tolist() == ["full"]
+    assert note in (tmp_path / "summary.md").read_text() and note in (tmp_path / "report.html").read_text()
 
 
 def test_a_stray_point_or_a_late_method_is_named_where_it_holds_back_a_seed(tmp_path) -> None:
+    def write(records: list[dict]) -> tuple[pd.DataFrame, list[str]]:
+        (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        return matched_seeds(load_records(tmp_path))
+
+    both = _curve(1, 0.0) + _curve(2, 0.0)
     stray = _record("pabee", 9, 0.5, 0.5, 5.0) | {"seed": 1, "budget_hash": "b1", "config": _config(1)}
-    late = [_record("deebert", 1, 0.7, 0.7, 2.0) | {"seed": 2, "budget_hash": "b2", "config": _config(2)}]
-    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _curve(1, 0.0) + _curve(2, 0.0) + [stray]))
-    compared, [note] = matched_seeds(load_records(tmp_path))
+    compared, [note] = write(both + [stray])
     assert set(compared.seed) == {1} and note.endswith("seed 2 left out of the comparisons: pabee lacks 1 of 4 "
                                                        "points (k=9)")
-    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _curve(1, 0.0) + _curve(2, 0.0) + late))
-    compared, [note] = matched_seeds(load_records(tmp_path))
-    assert set(compared.seed) == {2} and note.endswith("seed 1 left out of the comparisons: not run by deebert")
+    late = _record("deebert", 1, 0.7, 0.7, 2.0) | {"seed": 2, "budget_hash": "b2", "config": _config(2)}
+    compared, [note] = write(both + [late])  # the seed most methods finished is seed 2: every method has it
+    assert set(compared.seed) == {2} and note.endswith("seed 1 left out of the comparisons: deebert has not run it")
+    # a method whose seeds each lack a point the other has finished none: left out, the rest compared on both
+    split = [_record("dact", k, 0.7, 0.7, 2.0) | {"seed": seed, "budget_hash": f"b{seed}", "config": _config(seed)}
+             for seed, k in ((1, 1), (1, 2), (2, 2), (2, 3))]
+    compared, [note] = write(both + split)
+    assert "dact" not in set(compared.method) and set(compared.seed) == {1, 2}
+    assert note.endswith("dact left out of the comparisons (seed 1: lacks 1 of 3 points (k=3); seed 2: lacks 1 of "
+                         "3 points (k=1); finished: none)")
+    # 1 in one seed and 1.0 in another are the same point, as points() averages them
+    as_float = [r | {"knob_value": float(r["knob_value"])} if r["method"] == "pabee" else r for r in _curve(2, 0.0)]
+    assert write(_curve(1, 0.0) + as_float)[1] == []
 
 
 def test_a_folder_of_smoke_runs_only_is_a_clear_error(tmp_path) -> None:
@@ -318,6 +332,8 @@ def test_the_page_leads_with_decodable_plots_and_keeps_raw_points_folded(tmp_pat
     html_text = (tmp_path / "report.html").read_text()
     points_at = html_text.index("<summary>every knob point")
     assert html_text.index("<h2>benchmark</h2>") < points_at and "budget_hash" not in html_text
+    budget = load_records(tmp_path).budget.iloc[0]  # shown by the 8 characters the seed notes name it by
+    assert f"<td>{budget[:8]}</td>" in html_text and budget not in html_text
     assert "overflow-x:auto" in html_text
 
 
