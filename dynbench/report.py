@@ -165,8 +165,10 @@ def matched_seeds(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             notes.append(f"{where}: {method} left out of the comparisons ({on}; finished: {done or 'none'})")
         for seed in sorted(set(seeds) - set(shared)) if compared else []:
             behind = [m for m in sorted(compared) if m not in by_seed[seed]]
-            notes.append(f"{where}: seed {int(seed)} left out of the comparisons: "
-                         + "; ".join(f"{m} {why(m, seed)}" for m in behind))
+            unrun = [m for m in behind if seed not in status[m][1]]
+            reasons = ([f"not run by {', '.join(unrun)}"] if unrun else []) + [
+                f"{m} {why(m, seed)}" for m in behind if m not in unrun]
+            notes.append(f"{where}: seed {int(seed)} left out of the comparisons: {'; '.join(reasons)}")
     return frame[keep], notes
 
 

@@ -248,7 +248,7 @@ def test_a_method_that_shares_no_seed_with_the_rest_is_left_out_and_named(tmp_pa
     compared, [note, seed2] = matched_seeds(load_records(tmp_path))
     assert set(zip(compared.method, compared.seed)) == {("full", 1)}  # never PABEE's seed 2 against full's seed 1
     assert note.endswith("pabee left out of the comparisons (seed 1: has not run it; finished: [2])")
-    assert seed2.endswith("seed 2 left out of the comparisons: full has not run it")
+    assert seed2.endswith("seed 2 left out of the comparisons: not run by full")
     main([str(tmp_path)])  # the report is still written, and the page and summary say what was left out
     assert pd.read_csv(tmp_path / "benchmark.csv").method.tolist() == ["full"]
     assert note in (tmp_path / "summary.md").read_text() and note in (tmp_path / "report.html").read_text()
@@ -266,7 +266,7 @@ def test_a_stray_point_or_a_late_method_is_named_where_it_holds_back_a_seed(tmp_
                                                        "points (k=9)")
     late = _record("deebert", 1, 0.7, 0.7, 2.0) | {"seed": 2, "budget_hash": "b2", "config": _config(2)}
     compared, [note] = write(both + [late])  # the seed most methods finished is seed 2: every method has it
-    assert set(compared.seed) == {2} and note.endswith("seed 1 left out of the comparisons: deebert has not run it")
+    assert set(compared.seed) == {2} and note.endswith("seed 1 left out of the comparisons: not run by deebert")
     # a method whose seeds each lack a point the other has finished none: left out, the rest compared on both
     split = [_record("dact", k, 0.7, 0.7, 2.0) | {"seed": seed, "budget_hash": f"b{seed}", "config": _config(seed)}
              for seed, k in ((1, 1), (1, 2), (2, 2), (2, 3))]
