@@ -9,8 +9,8 @@
 - Plots per task: score against relative FLOPs (or measured latency), where each method's examples exit,
   and how many tokens each token-reduction method carries into each layer.
 - Every comparison (points, fronts, operating points, ELUE-style scores, heads, plots) is over the seeds that
-  every method of the task has finished (``matched_seeds``; a method that has not finished any of them is left
-  out, and named), so a benchmark part way through never sets one method's three-seed mean beside another's one
+  every method of the task has finished (``matched_seeds``; where a method has not finished the seeds the rest
+  share, it is left out, and named), so a benchmark part way through never sets one method's three-seed mean beside another's one
   seed; the full model's own table covers all its seeds.
 
 Deterministic from the records (same records, same files); never trains or evaluates.
