@@ -10,8 +10,8 @@
   and how many tokens each token-reduction method carries into each layer.
 - Every comparison (points, fronts, operating points, ELUE-style scores, heads, plots) is over the seeds that
   every method of the task has finished (``matched_seeds``; where a method has not finished the seeds the rest
-  share, it is left out, and named), so a benchmark part way through never sets one method's three-seed mean beside another's one
-  seed; the full model's own table covers all its seeds.
+  share, it is left out, and named), so a benchmark part way through never sets one method's three-seed mean
+  beside another's one seed; the full model's own table covers all its seeds.
 
 Deterministic from the records (same records, same files); never trains or evaluates.
 
@@ -181,13 +181,13 @@ def points(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.drop_duplicates(subset=[*POINT, "seed"], keep="last")
     for _, group in frame.groupby(POINT, sort=True, dropna=False):  # None (no knob) is a group of its own
         first = frame.loc[group.index[0]]
-        row = {c: first[c] for c in POINT} | {"seeds": group.seed.nunique()}
-        timed = pd.to_numeric(frame.loc[group.index, "speedup_latency_b1"], errors="coerce") \
-            if "speedup_latency_b1" in frame else pd.Series(dtype=float)
-        row["timed_seeds"] = int(timed.notna().sum())  # wall-clock is timed on some seeds only (eval.timing)
+        # wall-clock is timed on some seeds only (eval.timing): its means are over these
+        row = {c: first[c] for c in POINT} | {"seeds": group.seed.nunique(), "timed_seeds": 0}
         for c in MEANS:
             if c in frame:
                 values = pd.to_numeric(frame.loc[group.index, c], errors="coerce")
+                if c == "speedup_latency_b1":
+                    row["timed_seeds"] = int(values.notna().sum())
                 row[c] = values.mean()
                 row[f"{c}_std"] = values.std(ddof=1) if len(values) > 1 else np.nan
         ci = first.get("score_ci95")
