@@ -14,6 +14,7 @@ the full budget (``train.epochs``) and is scored on dev, to set beside the ``ful
 
     python benchmarks/trainer_throughput.py --task mrpc --steps 40 --rounds 5 --score
     python benchmarks/trainer_throughput.py --rounds 0 --score --out results/trainer_throughput/trainer_full_budget.json
+    python benchmarks/trainer_throughput.py --rounds 0 --score --seed 2 --out results/trainer_throughput/trainer_full_budget_seed2.json
 """
 from __future__ import annotations
 
@@ -117,6 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; ``--rounds 0`` (the score only) must not overwrite the committed throughput file."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="mrpc")
+    ap.add_argument("--seed", type=int, default=1, help="the config's seed: the score's run; round r uses seed + r")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=5, help="0: no throughput rounds (with --score: the score only)")
     ap.add_argument("--score", action="store_true", help="also fine-tune with the Trainer for the full budget")
@@ -133,7 +135,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cfg = load_config(f"task={args.task}", "model=minilm")
+    cfg = load_config(f"task={args.task}", "model=minilm", f"seed={args.seed}")
     data = load_data(cfg)
     examples = args.steps * cfg.train.batch_size
     names = ("dynbench", "trainer", "trainer_grouped")
@@ -154,7 +156,7 @@ def main() -> None:
         print(f"round {r + 1}: " + ", ".join(f"{n} {rates[n][-1]:.1f} ex/s {token_rates[n][-1]:.0f} tok/s"
                                             for n in names), flush=True)
     result = {"task": cfg.task.name, "model": cfg.model.name, "batch_size": cfg.train.batch_size,
-              "max_length": cfg.model.max_length, "git_commit": git_commit(), "threads": torch.get_num_threads()}
+              "max_length": cfg.model.max_length, "seed": cfg.seed, "git_commit": git_commit(), "threads": torch.get_num_threads()}
     if args.rounds:
         result |= throughput(rates, token_rates, first, args.steps, args.rounds, cfg.train.group_by_length)
     if args.score:

@@ -21,3 +21,10 @@ def test_a_score_only_run_writes_where_it_is_told(tmp_path) -> None:
     out = str(tmp_path / "score.json")
     args = parse_args(["--rounds", "0", "--score", "--out", out])
     assert (args.rounds, args.score, args.out) == (0, True, out)
+
+
+def test_the_seed_defaults_to_the_configs() -> None:
+    """The committed seed-1 score was made before ``--seed`` existed, from the config's default seed."""
+    from dynbench.cli import load_config
+
+    assert parse_args([]).seed == load_config().seed == 1 and parse_args(["--seed", "3"]).seed == 3
