@@ -14,7 +14,8 @@ the full budget (``train.epochs``) and is scored on dev, to set beside the ``ful
 
     python benchmarks/trainer_throughput.py --task mrpc --steps 40 --rounds 5 --score
     python benchmarks/trainer_throughput.py --rounds 0 --score --out results/trainer_throughput/trainer_full_budget.json
-    python benchmarks/trainer_throughput.py --rounds 0 --score --seed 2 --out results/trainer_throughput/trainer_full_budget_seed2.json
+    python benchmarks/trainer_throughput.py --rounds 0 --score --seed 2 \
+        --out results/trainer_throughput/trainer_full_budget_seed2.json
 """
 from __future__ import annotations
 
@@ -156,7 +157,8 @@ def main() -> None:
         print(f"round {r + 1}: " + ", ".join(f"{n} {rates[n][-1]:.1f} ex/s {token_rates[n][-1]:.0f} tok/s"
                                             for n in names), flush=True)
     result = {"task": cfg.task.name, "model": cfg.model.name, "batch_size": cfg.train.batch_size,
-              "max_length": cfg.model.max_length, "seed": cfg.seed, "git_commit": git_commit(), "threads": torch.get_num_threads()}
+              "max_length": cfg.model.max_length, "seed": cfg.seed, "git_commit": git_commit(),
+              "threads": torch.get_num_threads()}
     if args.rounds:
         result |= throughput(rates, token_rates, first, args.steps, args.rounds, cfg.train.group_by_length)
     if args.score:
