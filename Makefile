@@ -51,7 +51,7 @@ baselines: $(ENV) ## the full model on five tasks, seeds 1-3, under each task's 
 
 bench: $(ENV) ## the benchmark: every method, five tasks, seeds 1-3 (seed 1 first), into results/glue, then its report
 	$(PY) -m dynbench experiment=glue $(ARGS)
-	$(PY) -m dynbench.report results/glue
+	$(PY) -m dynbench.report results/glue --readme README.md
 
 report: $(ENV) ## tables, plots and report.html from the records under RESULTS (default results/glue)
 	$(PY) -m dynbench.report $(RESULTS)

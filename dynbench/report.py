@@ -15,7 +15,7 @@
 
 Deterministic from the records (same records, same files); never trains or evaluates.
 
-    python -m dynbench.report results/glue [--axis flops|latency|both]
+    python -m dynbench.report results/glue [--axis flops|latency|both] [--readme README.md]
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ import pandas as pd
 from dynbench import pareto
 from dynbench.errors import DynbenchError
 from dynbench.method import list_methods
-from dynbench.records import stable_hash
+from dynbench.records import atomic_write_text, stable_hash
 
 matplotlib.use("Agg")  # files only, no display
 
@@ -299,9 +299,10 @@ def _mean_std(values: pd.Series) -> tuple[float, float]:
 
 def benchmark_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per task, model, budget and method: score at each fixed speed-up (on the front of the seed-averaged
-    points), the area under the front, the operating point and the ELUE-style score against static
-    truncation (both mean ± std over seeds)."""
+    points; its ``_std`` is the spread of the same speed-up read off each seed's own front), the area under the
+    front, the operating point and the ELUE-style score against static truncation (both mean ± std over seeds)."""
     pts, ops, elue = points(frame), operating_points(frame), elue_scores(frame)
+    latest = frame.drop_duplicates(subset=[*POINT, "seed"], keep="last")
     rows = []
     for (task, model, budget), group in pts.groupby(["task", "model", "budget"]):
         full = group[group.method == "full"]
@@ -309,8 +310,13 @@ def benchmark_table(frame: pd.DataFrame) -> pd.DataFrame:
         for method, curve in group.groupby("method"):
             row = {"task": task, "model": model, "budget": budget, "method": method, "points": len(curve),
                    "seeds": curve.seeds.max()}
+            seeds = latest[(latest.task == task) & (latest.model == model) & (latest.budget == budget)
+                           & (latest.method == method)].groupby("seed")
             for s in FIXED_SPEEDUPS:
                 row[f"score@{s:g}x"] = pareto.score_at(curve.speedup_flops, curve.score, s)
+                # the spread: the same speed-up read off each seed's own front
+                reads = pd.Series([pareto.score_at(run.speedup_flops, run.score, s) for _, run in seeds]).dropna()
+                row[f"score@{s:g}x_std"] = reads.std(ddof=1) if len(reads) > 1 else np.nan
             row["area"] = pareto.area(curve.speedup_flops, curve.score, full_score) if pd.notna(full_score) else np.nan
             op = _per_seed(ops, task, model, budget, method)
             if len(op):
@@ -322,6 +328,45 @@ def benchmark_table(frame: pd.DataFrame) -> pd.DataFrame:
                 row["elue_points"] = mine.points.mean()
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+HEADLINE_BEGIN = "<!-- headline table: python -m dynbench.report <folder> --readme <file> writes it; edits are lost -->"
+HEADLINE_END = "<!-- end of headline table -->"
+
+
+def _mean_pm(mean: Any, std: Any, digits: int = 3, unit: str = "", signed: bool = False) -> str:
+    """``0.812 ± 0.008`` (``±`` only where seeds give a spread), ``–`` where there is no value."""
+    if pd.isna(mean):
+        return "–"
+    spread = f" ± {std:.{digits}f}" if pd.notna(std) else ""
+    return f"{mean:{'+' if signed else ''}.{digits}f}{spread}{unit}"
+
+
+def headline_table(bench: pd.DataFrame, pts: pd.DataFrame) -> str:
+    """The benchmark's answer in one Markdown table, the one the README shows: per task, the full model's score
+    and, per method, the score at each fixed speed-up, the operating point and the ELUE-style score, each as
+    mean ± std over the seeds compared (``bench`` is ``benchmark_table``'s, ``pts`` ``points``'). Rows run task
+    by task, the references (full, truncation) first; the full model's row is its score, at 1×."""
+    header = (["task", "method", "seeds"] + [f"score at {s:g}×" for s in FIXED_SPEEDUPS]
+              + ["speed-up at ≥ 99% of full", "score there", "ELUE-style"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rank = {method: i for i, method in enumerate(REFERENCES)}
+    # name the model where the folder holds several, and the budget where a task has several
+    several_models = bench.model.nunique() > 1
+    several_budgets = bench.groupby(["task", "model"]).budget.nunique().max() > 1
+    for (task, model, budget), group in bench.groupby(["task", "model", "budget"], sort=True):
+        full = pts[(pts.task == task) & (pts.model == model) & (pts.budget == budget) & (pts.method == "full")]
+        label = task + (f" ({model})" if several_models else "") + (f" [{budget[:8]}]" if several_budgets else "")
+        for row in sorted(group.to_dict("records"), key=lambda r: (rank.get(r["method"], len(rank)), r["method"])):
+            if row["method"] == "full":
+                cells = ["–"] * len(FIXED_SPEEDUPS) + ["1×", _mean_pm(full.score.iloc[0], full.score_std.iloc[0]), "–"]
+            else:  # a column no method of the folder has (no truncation: no ELUE-style score) reads as missing
+                cells = [_mean_pm(row[f"score@{s:g}x"], row[f"score@{s:g}x_std"]) for s in FIXED_SPEEDUPS]
+                cells += [_mean_pm(row.get("speedup@99%"), row.get("speedup@99%_std"), 2, "×"),
+                          _mean_pm(row.get("score@99%"), row.get("score@99%_std")),
+                          _mean_pm(row.get("elue"), row.get("elue_std"), signed=True)]
+            lines.append("| " + " | ".join([label, row["method"], str(int(row["seeds"]))] + cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def head_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -641,13 +686,26 @@ def write_report(folder: Path, axes: tuple[str, ...] = ("flops",), wandb_project
     seeds = "\n".join(f"- {note}" for note in notes) or "Every finished seed of every task."
     text += f"# Seeds compared\n\n{seeds}\n"
     (folder / "summary.md").write_text(text)
+    headline = headline_table(tables["benchmark"], tables["points"])
+    (folder / "headline.md").write_text(headline)
     plots = ([p for a in axes for p in plot_curves(compared, folder, a)] + plot_exits(compared, folder)
              + plot_tokens(compared, folder) + plot_heads(compared, folder))
     _remove_stale_plots(folder, plots)
     (folder / "report.html").write_text(_html(folder.name, tables, plots, frame, notes))
     if wandb_project:
         _log_to_wandb(wandb_project, folder, tables, plots)
-    return {name: _markdown(t) for name, t in tables.items()} | {"seeds": seeds}
+    return {name: _markdown(t) for name, t in tables.items()} | {"seeds": seeds, "headline": headline}
+
+
+def update_readme(readme: Path, headline: str) -> None:
+    """Puts ``headline`` between the README's ``HEADLINE_BEGIN`` and ``HEADLINE_END`` lines, so the table a reader
+    sees is the one the records make (``tests/test_results.py`` checks that it is)."""
+    text = readme.read_text()
+    begin, end = text.find(HEADLINE_BEGIN), text.find(HEADLINE_END)
+    if begin < 0 or end < begin:
+        raise DynbenchError(f"{readme} has no headline block: put a line {HEADLINE_BEGIN!r} and, below it, a line "
+                            f"{HEADLINE_END!r} where the table goes")
+    atomic_write_text(readme, text[:begin + len(HEADLINE_BEGIN)] + "\n" + headline + text[end:])
 
 
 def _log_to_wandb(project: str, folder: Path, tables: dict[str, pd.DataFrame], plots: list[Path]) -> None:
@@ -724,9 +782,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="speed-up axis of the score plots: relative FLOPs, measured batch-1 latency, or both")
     ap.add_argument("--wandb", metavar="PROJECT", nargs="?", const="dynbench", default=None,
                     help="also log the tables and plots to wandb (project, default dynbench)")
+    ap.add_argument("--readme", metavar="FILE", type=Path, default=None,
+                    help="also write the headline table (headline.md) into FILE, between its headline lines")
     args = ap.parse_args(argv)
     try:
         tables = write_report(args.folder, ("flops", "latency") if args.axis == "both" else (args.axis,), args.wandb)
+        if args.readme:
+            update_readme(args.readme, tables["headline"])
     except DynbenchError as err:
         sys.exit(f"error: {err}")
     print(tables["benchmark"] + "\n\n" + tables["operating_points"] + "\n\nSeeds compared:\n" + tables["seeds"])

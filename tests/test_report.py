@@ -10,8 +10,9 @@ import pytest
 
 from dynbench import pareto
 from dynbench.errors import DynbenchError
-from dynbench.report import (benchmark_table, compute_table, full_table, head_table, load_records, main,
-                             matched_seeds, operating_points, plot_curves, plot_exits, plot_heads, plot_tokens, points)
+from dynbench.report import (HEADLINE_BEGIN, HEADLINE_END, benchmark_table, compute_table, full_table, head_table,
+                             load_records, main, matched_seeds, operating_points, plot_curves, plot_exits, plot_heads,
+                             plot_tokens, points)
 
 
 def _record(method: str, knob_value, score: float, calib: float, speedup: float, folds=None, fold_speedups=None) -> dict:
@@ -192,9 +193,36 @@ def test_benchmark_table_reads_fixed_speedups_off_the_seed_averaged_front(tmp_pa
     row = benchmark_table(frame).set_index("method").loc["pabee"]
     assert row["score@1.5x"] == pytest.approx(0.81 + (0.77 - 0.81) * (1.5 - 1.2) / 0.8)
     assert row["score@2x"] == pytest.approx(0.77) and row["score@3x"] == pytest.approx(0.61)
+    # the spread: each seed's own front read at the same speed-up (seed 1: 0.785 at 1.5x, seed 2: 0.805)
+    assert row["score@1.5x_std"] == pytest.approx(np.std([0.785, 0.805], ddof=1))
+    assert row["score@2x_std"] == pytest.approx(np.std([0.76, 0.78], ddof=1))
     assert row["speedup@99%"] == pytest.approx(1.2)  # only k=3 keeps 99% on either dev half, in both seeds
     assert row["area"] == pytest.approx((0.61 * (0.5 - 1 / 3) + 0.77 * (1 / 1.2 - 0.5) + 0.81 * (1 - 1 / 1.2)) / 0.81)
     assert row.budget == frame.budget.iloc[0] and frame.budget.nunique() == 1
+
+
+def test_the_headline_table_goes_between_the_readmes_lines_and_nowhere_else(tmp_path) -> None:
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _curve(1, 0.0) + _curve(2, 0.02)))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# intro\n\n{HEADLINE_BEGIN}\nan old table\n{HEADLINE_END}\n\nthe rest\n")
+    main([str(folder), "--readme", str(readme)])
+    table = (folder / "headline.md").read_text()
+    assert readme.read_text() == f"# intro\n\n{HEADLINE_BEGIN}\n{table}{HEADLINE_END}\n\nthe rest\n"
+    # full: its score, at 1x; pabee's fronts read at 1.5x, 2x, 3x (mean ± std over the seeds' own fronts), its
+    # operating point (k=3 on both seeds: 1.2x, dev 0.80 and 0.82), no ELUE-style score without truncation
+    spread = np.std([0.80, 0.82], ddof=1)
+    assert table.splitlines()[2:] == [
+        f"| mrpc | full | 2 | – | – | – | 1× | 0.810 ± {spread:.3f} | – |",
+        f"| mrpc | pabee | 2 | 0.795 ± {spread:.3f} | 0.770 ± {spread:.3f} | 0.610 ± {spread:.3f} | 1.20 ± 0.00× "
+        f"| 0.810 ± {spread:.3f} | – |"]
+    main([str(folder), "--readme", str(readme)])
+    assert readme.read_text().count(table) == 1  # a re-run rewrites the block, it does not add one
+    readme.write_text("# no block\n")
+    with pytest.raises(SystemExit, match="has no headline block"):
+        main([str(folder), "--readme", str(readme)])
+    assert readme.read_text() == "# no block\n"
 
 
 def test_wall_clock_means_say_how_many_seeds_were_timed(tmp_path) -> None:
