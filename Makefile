@@ -53,8 +53,8 @@ bench: $(ENV) ## the benchmark: every method, five tasks, seeds 1-3 (seed 1 firs
 	$(PY) -m dynbench experiment=glue $(ARGS)
 	$(PY) -m dynbench.report results/glue --readme README.md
 
-report: $(ENV) ## tables, plots and report.html from the records under RESULTS (default results/glue)
-	$(PY) -m dynbench.report $(RESULTS)
+report: $(ENV) ## tables, plots and report.html from the records under RESULTS (default results/glue: its table into README.md too)
+	$(PY) -m dynbench.report $(RESULTS) $(if $(filter results/glue,$(RESULTS)),--readme README.md)
 
 trainer-throughput: $(if $(ENV),$(VENV)/.bench) ## our training loop against the HF Trainer on MRPC, into results/trainer_throughput
 	$(PY) benchmarks/trainer_throughput.py --score

@@ -20,15 +20,29 @@ def front(speedup: np.ndarray, score: np.ndarray) -> np.ndarray:
     return np.array(kept[::-1], dtype=int)
 
 
+def mix_at(speedup: np.ndarray, score: np.ndarray, target: float) -> list[tuple[int, float]]:
+    """The front points that ``score_at`` reads at speed-up ``target``, as (position in the inputs, weight):
+    the slowest front point alone at or below its speed-up, the two neighbours around ``target`` between, none
+    beyond the fastest. Applied to another set of scores of the same points (one seed's), the weights read
+    that set at the same place."""
+    idx = front(speedup, score)
+    xs = np.asarray(speedup, float)[idx]
+    if not len(idx) or target > xs[-1]:
+        return []
+    j = int(np.searchsorted(xs, target))  # the first front point at least as fast (the front is strictly ordered)
+    if j == 0 or xs[j] == target:
+        return [(int(idx[j]), 1.0)]
+    w = (target - xs[j - 1]) / (xs[j] - xs[j - 1])
+    return [(int(idx[j - 1]), 1.0 - w), (int(idx[j]), w)]
+
+
 def score_at(speedup: np.ndarray, score: np.ndarray, target: float) -> float:
     """The score at speed-up ``target``, interpolated linearly between neighbouring front points (as the
     efficient-NLP leaderboards read a curve); the slowest front point's score below its speed-up; NaN beyond
     the fastest point (a curve is never extrapolated)."""
-    idx = front(speedup, score)
-    xs, ys = np.asarray(speedup, float)[idx], np.asarray(score, float)[idx]
-    if not len(idx) or target > xs[-1]:
-        return float("nan")
-    return float(np.interp(target, xs, ys))
+    mix = mix_at(speedup, score, target)
+    score = np.asarray(score, float)
+    return float(sum(w * score[i] for i, w in mix)) if mix else float("nan")
 
 
 def area(speedup: np.ndarray, score: np.ndarray, full_score: float) -> float:

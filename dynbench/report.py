@@ -104,6 +104,11 @@ def _point_key(value: Any) -> str:
     return str(value)
 
 
+def _point_keys(rows: pd.DataFrame) -> list[str]:
+    """Each row's knob point (knob, value, inference knob, value) as one string of ``_point_key``'s."""
+    return [" ".join(keys) for keys in zip(*(rows[c].map(_point_key) for c in POINT[4:]))]
+
+
 def _point_label(point: tuple[str, ...]) -> str:
     """A point's knob values as a reader names them (``patience=2``, ``tau=0.3/slack=0.1``)."""
     named = dict(zip(POINT, point))
@@ -299,7 +304,7 @@ def _mean_std(values: pd.Series) -> tuple[float, float]:
 
 def benchmark_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per task, model, budget and method: score at each fixed speed-up (on the front of the seed-averaged
-    points; its ``_std`` is the spread of the same speed-up read off each seed's own front), the area under the
+    points; its ``_std`` is the spread over seeds of the same front points, mixed alike), the area under the
     front, the operating point and the ELUE-style score against static truncation (both mean ± std over seeds)."""
     pts, ops, elue = points(frame), operating_points(frame), elue_scores(frame)
     latest = frame.drop_duplicates(subset=[*POINT, "seed"], keep="last")
@@ -310,13 +315,17 @@ def benchmark_table(frame: pd.DataFrame) -> pd.DataFrame:
         for method, curve in group.groupby("method"):
             row = {"task": task, "model": model, "budget": budget, "method": method, "points": len(curve),
                    "seeds": curve.seeds.max()}
-            seeds = latest[(latest.task == task) & (latest.model == model) & (latest.budget == budget)
-                           & (latest.method == method)].groupby("seed")
+            runs = latest[(latest.task == task) & (latest.model == model) & (latest.budget == budget)
+                          & (latest.method == method)]
+            per_seed = runs.assign(point=_point_keys(runs)).pivot(index="point", columns="seed", values="score")
             for s in FIXED_SPEEDUPS:
-                row[f"score@{s:g}x"] = pareto.score_at(curve.speedup_flops, curve.score, s)
-                # the spread: the same speed-up read off each seed's own front
-                reads = pd.Series([pareto.score_at(run.speedup_flops, run.score, s) for _, run in seeds]).dropna()
-                row[f"score@{s:g}x_std"] = reads.std(ddof=1) if len(reads) > 1 else np.nan
+                mix = pareto.mix_at(curve.speedup_flops, curve.score, s)
+                row[f"score@{s:g}x"] = sum(w * curve.score.iloc[i] for i, w in mix) if mix else np.nan
+                # its spread: the same mix of the same knob points, read on each seed's own scores (its mean
+                # over seeds is the value above; a seed without one of the points gives NaN, not a smaller spread)
+                reads = sum(w * per_seed.loc[_point_keys(curve.iloc[[i]])[0]] for i, w in mix) if mix else None
+                row[f"score@{s:g}x_std"] = (reads.std(ddof=1, skipna=False) if reads is not None and len(reads) > 1
+                                            else np.nan)
             row["area"] = pareto.area(curve.speedup_flops, curve.score, full_score) if pd.notna(full_score) else np.nan
             op = _per_seed(ops, task, model, budget, method)
             if len(op):
@@ -339,7 +348,7 @@ def _mean_pm(mean: Any, std: Any, digits: int = 3, unit: str = "", signed: bool 
     if pd.isna(mean):
         return "–"
     spread = f" ± {std:.{digits}f}" if pd.notna(std) else ""
-    return f"{mean:{'+' if signed else ''}.{digits}f}{spread}{unit}"
+    return f"{mean:{'+' if signed else ''}.{digits}f}".replace("-", "−") + spread + unit
 
 
 def headline_table(bench: pd.DataFrame, pts: pd.DataFrame) -> str:
@@ -697,15 +706,32 @@ def write_report(folder: Path, axes: tuple[str, ...] = ("flops",), wandb_project
     return {name: _markdown(t) for name, t in tables.items()} | {"seeds": seeds, "headline": headline}
 
 
+def _headline_block(readme: Path) -> tuple[str, int, int]:
+    """The README's text and where its table goes: after the one ``HEADLINE_BEGIN`` line, up to the first
+    ``HEADLINE_END`` after it; a one-line error that says what to add where it has no such block."""
+    try:
+        text = readme.read_text()
+    except OSError as err:
+        raise DynbenchError(f"--readme {readme}: {err.strerror}; give the README that holds the headline block") from None
+    begin = text.find(HEADLINE_BEGIN)
+    end = text.find(HEADLINE_END, begin + len(HEADLINE_BEGIN)) if begin >= 0 else -1
+    if end < 0 or text.count(HEADLINE_BEGIN) > 1:
+        raise DynbenchError(f"{readme} needs one headline block: a line {HEADLINE_BEGIN!r} and, below it, a line "
+                            f"{HEADLINE_END!r} where the table goes")
+    return text, begin + len(HEADLINE_BEGIN) + 1, end
+
+
 def update_readme(readme: Path, headline: str) -> None:
     """Puts ``headline`` between the README's ``HEADLINE_BEGIN`` and ``HEADLINE_END`` lines, so the table a reader
     sees is the one the records make (``tests/test_results.py`` checks that it is)."""
-    text = readme.read_text()
-    begin, end = text.find(HEADLINE_BEGIN), text.find(HEADLINE_END)
-    if begin < 0 or end < begin:
-        raise DynbenchError(f"{readme} has no headline block: put a line {HEADLINE_BEGIN!r} and, below it, a line "
-                            f"{HEADLINE_END!r} where the table goes")
-    atomic_write_text(readme, text[:begin + len(HEADLINE_BEGIN)] + "\n" + headline + text[end:])
+    text, begin, end = _headline_block(readme)
+    atomic_write_text(readme, text[:begin] + headline + text[end:])
+
+
+def readme_headline(readme: Path) -> str:
+    """The table in the README's headline block (what ``update_readme`` put there)."""
+    text, begin, end = _headline_block(readme)
+    return text[begin:end]
 
 
 def _log_to_wandb(project: str, folder: Path, tables: dict[str, pd.DataFrame], plots: list[Path]) -> None:
@@ -786,6 +812,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="also write the headline table (headline.md) into FILE, between its headline lines")
     args = ap.parse_args(argv)
     try:
+        if args.readme:
+            _headline_block(args.readme)  # a README without the block stops before the report is written
         tables = write_report(args.folder, ("flops", "latency") if args.axis == "both" else (args.axis,), args.wandb)
         if args.readme:
             update_readme(args.readme, tables["headline"])

@@ -201,6 +201,27 @@ def test_benchmark_table_reads_fixed_speedups_off_the_seed_averaged_front(tmp_pa
     assert row.budget == frame.budget.iloc[0] and frame.budget.nunique() == 1
 
 
+def test_a_fixed_speedups_spread_is_over_the_points_its_value_mixes(tmp_path) -> None:
+    # seed 2 is not seed 1 shifted: k=2 runs at 2.2x there (2.1x on average) and k=1, k=3 score 0.04 higher
+    records = _curve(1, 0.0)
+    for r in _curve(2, 0.0):
+        if r["knob_value"] in (1, 3):
+            r["score"] += 0.04
+        if r["knob_value"] == 2:
+            r["speedup_flops"], r["flops"] = 2.2, 1e9 / 2.2
+        records.append(r)
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    row = benchmark_table(load_records(tmp_path)).set_index("method").loc["pabee"]
+    # at 2x the averaged front mixes k=3 (1.2x, 0.82) and k=2 (2.1x, 0.76) with weight 0.8 / 0.9 on k=2; the same
+    # mix of each seed's scores: 0.764 and 0.769, whose mean is the value; each seed's own front would read 0.760
+    # and 0.776 instead
+    w = 0.8 / 0.9
+    seeds = [(1 - w) * 0.80 + w * 0.76, (1 - w) * 0.84 + w * 0.76]
+    assert row["score@2x"] == pytest.approx(np.mean(seeds))
+    assert row["score@2x_std"] == pytest.approx(np.std(seeds, ddof=1))
+    assert row["score@3x_std"] == pytest.approx(np.std([0.60, 0.64], ddof=1))  # k=1 alone
+
+
 def test_the_headline_table_goes_between_the_readmes_lines_and_nowhere_else(tmp_path) -> None:
     folder = tmp_path / "results"
     folder.mkdir()
@@ -219,10 +240,20 @@ def test_the_headline_table_goes_between_the_readmes_lines_and_nowhere_else(tmp_
         f"| 0.810 ± {spread:.3f} | – |"]
     main([str(folder), "--readme", str(readme)])
     assert readme.read_text().count(table) == 1  # a re-run rewrites the block, it does not add one
-    readme.write_text("# no block\n")
-    with pytest.raises(SystemExit, match="has no headline block"):
-        main([str(folder), "--readme", str(readme)])
-    assert readme.read_text() == "# no block\n"
+    # the end line quoted above the block is not the block's end
+    readme.write_text(f"`{HEADLINE_END}` ends it\n{HEADLINE_BEGIN}\nold\n{HEADLINE_END}\n")
+    main([str(folder), "--readme", str(readme)])
+    assert readme.read_text() == f"`{HEADLINE_END}` ends it\n{HEADLINE_BEGIN}\n{table}{HEADLINE_END}\n"
+    (folder / "headline.md").unlink()
+    for broken in ("# no block\n", f"{HEADLINE_BEGIN}\nno end\n", f"{HEADLINE_END}\n{HEADLINE_BEGIN}\n",
+                   f"{HEADLINE_BEGIN}\n{HEADLINE_END}\n{HEADLINE_BEGIN}\n{HEADLINE_END}\n"):
+        readme.write_text(broken)
+        with pytest.raises(SystemExit, match="needs one headline block"):
+            main([str(folder), "--readme", str(readme)])
+        assert readme.read_text() == broken
+    assert not (folder / "headline.md").exists()  # it stopped before writing the report
+    with pytest.raises(SystemExit, match="give the README that holds the headline block"):
+        main([str(folder), "--readme", str(tmp_path / "missing.md")])
 
 
 def test_wall_clock_means_say_how_many_seeds_were_timed(tmp_path) -> None:
