@@ -104,6 +104,12 @@ def _point_key(value: Any) -> str:
     return str(value)
 
 
+def _latest(frame: pd.DataFrame) -> pd.DataFrame:
+    """The records with a point measured twice for one seed (say, by two runs with different knob grids)
+    counted once: the latest."""
+    return frame.drop_duplicates(subset=[*POINT, "seed"], keep="last")
+
+
 def _point_keys(rows: pd.DataFrame) -> list[str]:
     """Each row's knob point (knob, value, inference knob, value) as one string of ``_point_key``'s."""
     return [" ".join(keys) for keys in zip(*(rows[c].map(_point_key) for c in POINT[4:]))]
@@ -182,8 +188,7 @@ def points(frame: pd.DataFrame) -> pd.DataFrame:
     ``timed_seeds``, those with wall-clock timing, which the wall-clock means are over), and the dev score's
     bootstrap interval when one seed made it."""
     rows = []
-    # a point measured twice for one seed (say, by two runs with different knob grids) counts once: the latest
-    frame = frame.drop_duplicates(subset=[*POINT, "seed"], keep="last")
+    frame = _latest(frame)
     for _, group in frame.groupby(POINT, sort=True, dropna=False):  # None (no knob) is a group of its own
         first = frame.loc[group.index[0]]
         # wall-clock is timed on some seeds only (eval.timing): its means are over these
@@ -278,7 +283,7 @@ def elue_scores(frame: pd.DataFrame) -> pd.DataFrame:
     """Per run (task, model, seed, budget) and method: the ELUE-style score against the same seed's static
     truncation curve (``pareto.elue_score``), with the number of points inside truncation's FLOPs range."""
     rows = []
-    latest = frame.drop_duplicates(subset=[*POINT, "seed"], keep="last")
+    latest = _latest(frame)
     for key, run in latest.groupby(RUN + ["budget"]):
         ref = run[run.method == "truncate"]
         if ref.empty:
@@ -307,7 +312,7 @@ def benchmark_table(frame: pd.DataFrame) -> pd.DataFrame:
     points; its ``_std`` is the spread over seeds of the same front points, mixed alike), the area under the
     front, the operating point and the ELUE-style score against static truncation (both mean ± std over seeds)."""
     pts, ops, elue = points(frame), operating_points(frame), elue_scores(frame)
-    latest = frame.drop_duplicates(subset=[*POINT, "seed"], keep="last")
+    latest = _latest(frame)
     rows = []
     for (task, model, budget), group in pts.groupby(["task", "model", "budget"]):
         full = group[group.method == "full"]
@@ -315,15 +320,15 @@ def benchmark_table(frame: pd.DataFrame) -> pd.DataFrame:
         for method, curve in group.groupby("method"):
             row = {"task": task, "model": model, "budget": budget, "method": method, "points": len(curve),
                    "seeds": curve.seeds.max()}
-            runs = latest[(latest.task == task) & (latest.model == model) & (latest.budget == budget)
-                          & (latest.method == method)]
+            runs = _per_seed(latest, task, model, budget, method)
             per_seed = runs.assign(point=_point_keys(runs)).pivot(index="point", columns="seed", values="score")
+            keys = _point_keys(curve)
             for s in FIXED_SPEEDUPS:
                 mix = pareto.mix_at(curve.speedup_flops, curve.score, s)
                 row[f"score@{s:g}x"] = sum(w * curve.score.iloc[i] for i, w in mix) if mix else np.nan
                 # its spread: the same mix of the same knob points, read on each seed's own scores (its mean
                 # over seeds is the value above; a seed without one of the points gives NaN, not a smaller spread)
-                reads = sum(w * per_seed.loc[_point_keys(curve.iloc[[i]])[0]] for i, w in mix) if mix else None
+                reads = sum(w * per_seed.loc[keys[i]] for i, w in mix) if mix else None
                 row[f"score@{s:g}x_std"] = (reads.std(ddof=1, skipna=False) if reads is not None and len(reads) > 1
                                             else np.nan)
             row["area"] = pareto.area(curve.speedup_flops, curve.score, full_score) if pd.notna(full_score) else np.nan
@@ -364,7 +369,7 @@ def headline_table(bench: pd.DataFrame, pts: pd.DataFrame) -> str:
     several_models = bench.model.nunique() > 1
     several_budgets = bench.groupby(["task", "model"]).budget.nunique().max() > 1
     for (task, model, budget), group in bench.groupby(["task", "model", "budget"], sort=True):
-        full = pts[(pts.task == task) & (pts.model == model) & (pts.budget == budget) & (pts.method == "full")]
+        full = _per_seed(pts, task, model, budget, "full")
         label = task + (f" ({model})" if several_models else "") + (f" [{budget[:8]}]" if several_budgets else "")
         for row in sorted(group.to_dict("records"), key=lambda r: (rank.get(r["method"], len(rank)), r["method"])):
             if row["method"] == "full":
