@@ -294,8 +294,8 @@ def elue_scores(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _per_seed(table: pd.DataFrame, task: str, model: str, budget: str, method: str) -> pd.DataFrame:
-    """The rows (one per seed) of a per-run table for one task, model, budget and method."""
+def _rows_of(table: pd.DataFrame, task: str, model: str, budget: str, method: str) -> pd.DataFrame:
+    """The rows of a report table (per run, per point or per record) for one task, model, budget and method."""
     if table.empty:
         return table
     return table[(table.task == task) & (table.model == model) & (table.budget == budget)
@@ -320,7 +320,7 @@ def benchmark_table(frame: pd.DataFrame) -> pd.DataFrame:
         for method, curve in group.groupby("method"):
             row = {"task": task, "model": model, "budget": budget, "method": method, "points": len(curve),
                    "seeds": curve.seeds.max()}
-            runs = _per_seed(latest, task, model, budget, method)
+            runs = _rows_of(latest, task, model, budget, method)
             per_seed = runs.assign(point=_point_keys(runs)).pivot(index="point", columns="seed", values="score")
             keys = _point_keys(curve)
             for s in FIXED_SPEEDUPS:
@@ -332,11 +332,11 @@ def benchmark_table(frame: pd.DataFrame) -> pd.DataFrame:
                 row[f"score@{s:g}x_std"] = (reads.std(ddof=1, skipna=False) if reads is not None and len(reads) > 1
                                             else np.nan)
             row["area"] = pareto.area(curve.speedup_flops, curve.score, full_score) if pd.notna(full_score) else np.nan
-            op = _per_seed(ops, task, model, budget, method)
+            op = _rows_of(ops, task, model, budget, method)
             if len(op):
                 row["speedup@99%"], row["speedup@99%_std"] = _mean_std(op.speedup_flops)
                 row["score@99%"], row["score@99%_std"] = _mean_std(op.score)
-            mine = _per_seed(elue, task, model, budget, method)
+            mine = _rows_of(elue, task, model, budget, method)
             if len(mine):
                 row["elue"], row["elue_std"] = _mean_std(mine.elue)
                 row["elue_points"] = mine.points.mean()
@@ -369,7 +369,7 @@ def headline_table(bench: pd.DataFrame, pts: pd.DataFrame) -> str:
     several_models = bench.model.nunique() > 1
     several_budgets = bench.groupby(["task", "model"]).budget.nunique().max() > 1
     for (task, model, budget), group in bench.groupby(["task", "model", "budget"], sort=True):
-        full = _per_seed(pts, task, model, budget, "full")
+        full = _rows_of(pts, task, model, budget, "full")
         label = task + (f" ({model})" if several_models else "") + (f" [{budget[:8]}]" if several_budgets else "")
         for row in sorted(group.to_dict("records"), key=lambda r: (rank.get(r["method"], len(rank)), r["method"])):
             if row["method"] == "full":
